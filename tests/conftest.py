@@ -1,0 +1,85 @@
+"""Shared test fixtures.
+
+The suite runs twice in CI: against asgire (``uv run pytest``) and against
+upstream asgiref 3.13.0 (``scripts/test-upstream``). Nothing here may import
+``asgire`` unconditionally, because the upstream run does not install it.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.metadata
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import asgiref
+
+
+def asgiref_provider() -> str:
+    """Name the distribution whose files back the imported ``asgiref``."""
+    here = Path(asgiref.__file__).resolve()
+    for name in ("asgire", "asgiref"):
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        root = Path(str(dist.locate_file(""))).resolve()
+        for entry in dist.files or ():
+            if entry.name == "__init__.py" and entry.parent.name == "asgiref":
+                if (root / entry).resolve() == here:
+                    return name
+        # Editable installs record a .pth file rather than the sources.
+        if name == "asgire" and any(str(f).endswith(".pth") for f in dist.files or ()):
+            return name
+    return "unknown"
+
+
+PROVIDER = asgiref_provider()
+TESTING_UPSTREAM = PROVIDER == "asgiref"
+
+
+def pytest_report_header() -> str:
+    return f"asgiref {asgiref.__version__} provided by {PROVIDER} ({asgiref.__file__})"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not TESTING_UPSTREAM:
+        return
+    skip = pytest.mark.skip(reason="asgire-only behaviour; upstream asgiref lacks it")
+    for item in items:
+        if "asgire_only" in item.keywords:
+            item.add_marker(skip)
+
+
+def _persistent_threads() -> set[threading.Thread]:
+    """Threads that outlive a test by design: the shared worker pools."""
+    from asgiref.sync import SyncToAsync
+
+    keep: set[threading.Thread] = set()
+    executor = SyncToAsync.single_thread_executor
+    keep.update(getattr(executor, "_threads", ()))
+    for thread in threading.enumerate():
+        # asgire parks idle event-loop threads for reuse; their number is bounded.
+        if thread.name.startswith("asgire-"):
+            keep.add(thread)
+    return keep
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a thread running once it has finished."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        gc.collect()
+        leaked = set(threading.enumerate()) - before - _persistent_threads()
+        leaked = {t for t in leaked if t.is_alive()}
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not leaked, f"threads left running: {sorted(t.name for t in leaked)}"
