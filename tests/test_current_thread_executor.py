@@ -1,0 +1,171 @@
+"""Behaviour of ``asgiref.current_thread_executor.CurrentThreadExecutor``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any
+
+import pytest
+
+from asgiref.current_thread_executor import CurrentThreadExecutor
+
+
+def in_other_thread(action: Callable[[], Any]) -> Any:
+    """Run ``action`` in a short-lived thread; return its result or raise its error."""
+    outcome: Future[Any] = Future()
+
+    def target() -> None:
+        try:
+            outcome.set_result(action())
+        except BaseException as exc:
+            outcome.set_exception(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    return outcome.result(timeout=0)
+
+
+def test_is_a_concurrent_futures_executor() -> None:
+    assert isinstance(CurrentThreadExecutor(None), Executor)
+
+
+def test_old_executor_is_the_only_constructor_parameter() -> None:
+    executor = CurrentThreadExecutor(old_executor=None)
+    assert isinstance(executor, CurrentThreadExecutor)
+
+
+def test_work_submitted_from_another_thread_runs_in_the_creating_thread() -> None:
+    executor = CurrentThreadExecutor(None)
+    done: Future[None] = Future()
+
+    def submit_work() -> Future[tuple[int, int]]:
+        work = executor.submit(lambda a, b=0: (threading.get_ident(), a + b), 2, b=3)
+        work.add_done_callback(lambda _: done.set_result(None))
+        return work
+
+    work = in_other_thread(submit_work)
+    assert not work.done()
+    executor.run_until_future(done)
+    assert work.result(timeout=0) == (threading.get_ident(), 5)
+
+
+def test_run_until_future_keeps_serving_work_until_the_future_completes() -> None:
+    executor = CurrentThreadExecutor(None)
+    target: Future[str] = Future()
+    ran: list[int] = []
+
+    def feeder() -> None:
+        # Each step is queued only after the previous one ran, so the waiting
+        # thread has to go back to sleep between them.
+        for step in range(3):
+            executor.submit(ran.append, step).result(timeout=10)
+        target.set_result("finished")
+
+    thread = threading.Thread(target=feeder)
+    thread.start()
+    executor.run_until_future(target)
+    thread.join(timeout=10)
+    assert ran == [0, 1, 2]
+    assert target.result(timeout=0) == "finished"
+
+
+def test_work_queued_before_the_future_finished_still_runs() -> None:
+    executor = CurrentThreadExecutor(None)
+    work = in_other_thread(lambda: executor.submit(threading.get_ident))
+    already_done: Future[None] = Future()
+    already_done.set_result(None)
+    executor.run_until_future(already_done)
+    assert work.result(timeout=0) == threading.get_ident()
+
+
+def test_exceptions_raised_by_work_are_set_on_its_future() -> None:
+    executor = CurrentThreadExecutor(None)
+    error = ValueError("boom")
+
+    def fail() -> None:
+        raise error
+
+    work = in_other_thread(lambda: executor.submit(fail))
+    finished: Future[None] = Future()
+    work.add_done_callback(lambda _: finished.set_result(None))
+    executor.run_until_future(finished)
+    assert work.exception(timeout=0) is error
+
+
+def test_work_cancelled_before_it_runs_is_skipped() -> None:
+    executor = CurrentThreadExecutor(None)
+    calls: list[str] = []
+    skipped = in_other_thread(lambda: executor.submit(calls.append, "skipped"))
+    assert skipped.cancel()
+    kept = in_other_thread(lambda: executor.submit(calls.append, "kept"))
+    finished: Future[None] = Future()
+    kept.add_done_callback(lambda _: finished.set_result(None))
+    executor.run_until_future(finished)
+    assert calls == ["kept"]
+    assert skipped.cancelled()
+
+
+def test_submitting_from_its_own_thread_is_refused() -> None:
+    executor = CurrentThreadExecutor(None)
+    with pytest.raises(
+        RuntimeError,
+        match=r"^You cannot submit onto CurrentThreadExecutor from its own thread$",
+    ):
+        executor.submit(print)
+
+
+def test_running_it_from_another_thread_is_refused() -> None:
+    executor = CurrentThreadExecutor(None)
+    with pytest.raises(
+        RuntimeError,
+        match=r"^You cannot run CurrentThreadExecutor from a different thread$",
+    ):
+        in_other_thread(lambda: executor.run_until_future(Future()))
+
+
+def test_submitting_after_it_finished_without_a_fallback_is_refused() -> None:
+    executor = CurrentThreadExecutor(None)
+    done: Future[None] = Future()
+    done.set_result(None)
+    executor.run_until_future(done)
+    with pytest.raises(
+        RuntimeError, match=r"^CurrentThreadExecutor already quit or is broken$"
+    ):
+        in_other_thread(lambda: executor.submit(print))
+
+
+def test_finished_executor_hands_work_to_the_executor_it_was_stacked_on() -> None:
+    outer = CurrentThreadExecutor(None)
+    inner = CurrentThreadExecutor(outer)
+    inner_done: Future[None] = Future()
+    inner_done.set_result(None)
+    inner.run_until_future(inner_done)
+
+    work = in_other_thread(lambda: inner.submit(threading.get_ident))
+    outer_done: Future[None] = Future()
+    work.add_done_callback(lambda _: outer_done.set_result(None))
+    outer.run_until_future(outer_done)
+    assert work.result(timeout=0) == threading.get_ident()
+
+
+def test_fallback_walks_the_whole_stack_and_refuses_when_all_have_finished() -> None:
+    bottom = CurrentThreadExecutor(None)
+    middle = CurrentThreadExecutor(bottom)
+    top = CurrentThreadExecutor(middle)
+    done: Future[None] = Future()
+    done.set_result(None)
+    top.run_until_future(done)
+    middle.run_until_future(done)
+
+    work = in_other_thread(lambda: top.submit(lambda: "reached bottom"))
+    bottom_done: Future[None] = Future()
+    work.add_done_callback(lambda _: bottom_done.set_result(None))
+    bottom.run_until_future(bottom_done)
+    assert work.result(timeout=0) == "reached bottom"
+
+    with pytest.raises(RuntimeError, match="already quit or is broken"):
+        in_other_thread(lambda: top.submit(print))

@@ -1,0 +1,424 @@
+"""Behaviour of ``asgiref.local.Local``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+from asgiref.local import Local, _DefaultLocal, _ThreadCriticalLocal
+from asgiref.sync import async_to_sync, sync_to_async
+
+MISSING = "<missing>"
+
+
+def read(local: Local, name: str = "value") -> Any:
+    return getattr(local, name, MISSING)
+
+
+def in_new_thread(
+    action: Callable[[], Any], *, start: Callable[..., threading.Thread] | None = None
+) -> Any:
+    """Run ``action`` in a fresh thread and return its result (or raise its error)."""
+    outcome: Future[Any] = Future()
+
+    def target() -> None:
+        try:
+            outcome.set_result(action())
+        except BaseException as exc:
+            outcome.set_exception(exc)
+
+    thread = (start or threading.Thread)(target=target)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    return outcome.result(timeout=0)
+
+
+# Construction
+
+
+def test_default_local_is_a_default_local_instance() -> None:
+    local = Local()
+    assert type(local) is _DefaultLocal
+    assert isinstance(local, Local)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: Local(True), lambda: Local(thread_critical=True)]
+)
+def test_thread_critical_local_is_a_thread_critical_local_instance(
+    make: Callable[[], Local],
+) -> None:
+    local = make()
+    assert type(local) is _ThreadCriticalLocal
+    assert isinstance(local, Local)
+
+
+def test_thread_critical_false_gives_a_default_local() -> None:
+    assert type(Local(thread_critical=False)) is _DefaultLocal
+
+
+def test_subclassing_local_fails_on_instantiation() -> None:
+    class Custom(Local):
+        pass
+
+    with pytest.raises(
+        TypeError, match=r"^asgiref\.local\.Local cannot be subclassed$"
+    ):
+        Custom()
+
+
+def test_each_instance_has_its_own_namespace() -> None:
+    first, second = Local(), Local()
+    first.value = 1
+    assert read(second) == MISSING
+
+
+# Attribute protocol
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+def test_set_get_and_delete_attributes(thread_critical: bool) -> None:
+    local = Local(thread_critical)
+    local.value = 1
+    local.other = "x"
+    assert (local.value, local.other) == (1, "x")
+    local.value = 2
+    assert local.value == 2
+    del local.value
+    assert read(local) == MISSING
+    assert local.other == "x"
+    assert hasattr(local, "other")
+    assert not hasattr(local, "value")
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+def test_reading_a_missing_attribute_raises_attribute_error(
+    thread_critical: bool,
+) -> None:
+    local = Local(thread_critical)
+    with pytest.raises(AttributeError, match=r"object has no attribute 'nothing'$"):
+        local.nothing  # noqa: B018
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+def test_deleting_a_missing_attribute_raises_attribute_error(
+    thread_critical: bool,
+) -> None:
+    local = Local(thread_critical)
+    with pytest.raises(AttributeError, match=r"object has no attribute 'nothing'$"):
+        del local.nothing
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+async def test_missing_attribute_in_async_code_raises_attribute_error(
+    thread_critical: bool,
+) -> None:
+    local = Local(thread_critical)
+    with pytest.raises(AttributeError, match=r"object has no attribute 'nothing'$"):
+        local.nothing  # noqa: B018
+    with pytest.raises(AttributeError, match=r"object has no attribute 'nothing'$"):
+        del local.nothing
+
+
+def test_setting_data_attribute_is_refused() -> None:
+    local = Local()
+    with pytest.raises(
+        AttributeError, match=r"^Cannot set attribute '_data' on Local$"
+    ):
+        local._data = {}
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+async def test_setting_data_attribute_in_async_code_is_refused(
+    thread_critical: bool,
+) -> None:
+    local = Local(thread_critical)
+    with pytest.raises(
+        AttributeError, match=r"^Cannot set attribute '_data' on Local$"
+    ):
+        local._data = {}
+
+
+# Sync threads: thread-local, shared along asgiref's own hops
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+def test_values_are_local_to_each_sync_thread(thread_critical: bool) -> None:
+    local = Local(thread_critical)
+    local.value = "main"
+
+    def elsewhere() -> tuple[Any, Any]:
+        seen = read(local)
+        local.value = "other"
+        return seen, local.value
+
+    assert in_new_thread(elsewhere) == (MISSING, "other")
+    assert local.value == "main"
+
+
+def test_values_set_in_sync_code_are_visible_through_async_to_sync() -> None:
+    local = Local()
+    local.value = "outer"
+
+    async def inner() -> Any:
+        return read(local)
+
+    assert async_to_sync(inner)() == "outer"
+
+
+def test_values_set_through_async_to_sync_are_visible_to_the_sync_caller() -> None:
+    local = Local()
+    local.value = "before"
+
+    async def inner() -> None:
+        local.value = "from async"
+        local.added = True
+
+    async_to_sync(inner)()
+    assert local.value == "from async"
+    assert local.added is True
+
+
+def test_values_deleted_through_async_to_sync_are_gone_for_the_sync_caller() -> None:
+    local = Local()
+    local.value = "before"
+
+    async def inner() -> None:
+        del local.value
+
+    async_to_sync(inner)()
+    assert read(local) == MISSING
+
+
+def test_values_travel_sync_to_async_to_sync_and_back() -> None:
+    local = Local()
+    local.value = 1
+
+    def innermost() -> None:
+        local.value += 10
+
+    async def middle() -> None:
+        local.value += 100
+        await sync_to_async(innermost)()
+        await sync_to_async(innermost, thread_sensitive=False)()
+
+    async_to_sync(middle)()
+    assert local.value == 121
+
+
+def test_values_set_in_an_unrelated_sync_thread_do_not_reach_async_to_sync() -> None:
+    local = Local()
+
+    def elsewhere() -> None:
+        local.value = "other thread"
+
+    in_new_thread(elsewhere)
+
+    async def inner() -> Any:
+        return read(local)
+
+    assert async_to_sync(inner)() == MISSING
+
+
+def test_thread_critical_values_do_not_follow_async_to_sync() -> None:
+    local = Local(thread_critical=True)
+    local.value = "outer"
+
+    async def inner() -> Any:
+        local.inner = "set in loop thread"
+        return read(local)
+
+    assert async_to_sync(inner)() == MISSING
+    assert read(local, "inner") == MISSING
+
+
+def test_thread_critical_values_are_seen_by_sync_code_back_on_the_same_thread() -> None:
+    local = Local(thread_critical=True)
+    local.value = "outer"
+
+    def innermost() -> Any:
+        # Thread-sensitive work returns to this very thread, so the
+        # per-thread value is the one set above.
+        seen = read(local)
+        local.value = "innermost"
+        return seen
+
+    async def middle() -> Any:
+        return await sync_to_async(innermost)()
+
+    assert async_to_sync(middle)() == "outer"
+    assert local.value == "innermost"
+
+
+# Async code: behaves like a context variable
+
+
+async def test_values_set_in_async_code_are_visible_to_sync_to_async() -> None:
+    local = Local()
+    local.value = "async"
+    assert await sync_to_async(read)(local) == "async"
+    assert await sync_to_async(read, thread_sensitive=False)(local) == "async"
+
+
+async def test_values_set_in_sync_to_async_are_visible_to_the_async_caller() -> None:
+    local = Local()
+    local.value = "before"
+
+    def inner() -> None:
+        local.value = "from sync"
+        local.added = 1
+
+    await sync_to_async(inner)()
+    assert (local.value, local.added) == ("from sync", 1)
+
+    def remove() -> None:
+        del local.added
+
+    await sync_to_async(remove, thread_sensitive=False)()
+    assert read(local, "added") == MISSING
+
+
+async def test_tasks_inherit_values_set_before_they_were_created() -> None:
+    local = Local()
+    local.value = "parent"
+
+    async def child() -> Any:
+        return read(local)
+
+    assert await asyncio.create_task(child()) == "parent"
+
+
+async def test_changes_in_a_task_stay_in_that_task() -> None:
+    local = Local()
+    local.value = "parent"
+    first_set = asyncio.Event()
+    second_checked = asyncio.Event()
+
+    async def first() -> Any:
+        local.value = "first"
+        first_set.set()
+        await second_checked.wait()
+        return local.value
+
+    async def second() -> Any:
+        await first_set.wait()
+        seen = read(local)
+        second_checked.set()
+        return seen
+
+    results = await asyncio.gather(first(), second())
+    assert results == ["first", "parent"]
+    assert local.value == "parent"
+
+
+async def test_values_set_in_a_task_are_not_visible_to_a_new_sibling() -> None:
+    local = Local()
+
+    async def setter() -> None:
+        local.value = "task"
+
+    async def reader() -> Any:
+        return read(local)
+
+    await asyncio.create_task(setter())
+    assert await asyncio.create_task(reader()) == MISSING
+    assert read(local) == MISSING
+
+
+async def test_thread_critical_values_behave_like_context_variables_in_async_code() -> (
+    None
+):
+    local = Local(thread_critical=True)
+    local.value = "parent"
+
+    async def child() -> Any:
+        seen = read(local)
+        local.value = "child"
+        return seen
+
+    assert await asyncio.create_task(child()) == "parent"
+    assert local.value == "parent"
+
+
+@pytest.mark.parametrize("thread_sensitive", [True, False])
+async def test_thread_critical_values_do_not_follow_sync_to_async(
+    thread_sensitive: bool,
+) -> None:
+    local = Local(thread_critical=True)
+    local.value = "async"
+
+    def inner() -> Any:
+        seen = read(local)
+        local.value = "sync"
+        return seen
+
+    assert await sync_to_async(inner, thread_sensitive=thread_sensitive)() == MISSING
+    assert local.value == "async"
+
+
+# Isolation from unrelated threads and thread safety
+
+
+def test_values_do_not_leak_into_a_thread_running_a_copied_context() -> None:
+    local = Local()
+    local.value = "main"
+    context = contextvars.copy_context()
+
+    def leaked() -> tuple[Any, Any]:
+        seen = read(local)
+        local.value = "thread"
+        return seen, local.value
+
+    assert in_new_thread(lambda: context.run(leaked)) == (MISSING, "thread")
+    assert local.value == "main"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="Thread(context=) is 3.14+")
+def test_values_do_not_leak_into_a_thread_given_the_spawning_context() -> None:
+    local = Local()
+    local.value = "main"
+
+    def start(target: Callable[[], None]) -> threading.Thread:
+        # Passed by keyword mapping: the type stubs predate the 3.14 parameter.
+        options: dict[str, Any] = {"context": contextvars.copy_context()}
+        return threading.Thread(target=target, **options)
+
+    assert in_new_thread(lambda: read(local), start=start) == MISSING
+    assert local.value == "main"
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+def test_concurrent_threads_each_see_their_own_values(thread_critical: bool) -> None:
+    local = Local(thread_critical)
+    workers = 8
+    barrier = threading.Barrier(workers, timeout=10)
+    errors: list[str] = []
+
+    def hammer(number: int) -> None:
+        barrier.wait()
+        for step in range(500):
+            setattr(local, f"key{step % 5}", (number, step))
+            local.shared = number
+            if local.shared != number or getattr(local, f"key{step % 5}") != (
+                number,
+                step,
+            ):
+                errors.append(f"worker {number} saw a foreign value at step {step}")
+            del local.shared
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert read(local, "shared") == MISSING
