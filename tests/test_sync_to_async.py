@@ -1,0 +1,506 @@
+"""Behaviour of ``asgiref.sync.sync_to_async`` and ``SyncToAsync``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import gc
+import inspect
+import sys
+import threading
+import traceback
+import weakref
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from asgiref.sync import (
+    SyncToAsync,
+    ThreadSensitiveContext,
+    iscoroutinefunction,
+    markcoroutinefunction,
+    sync_to_async,
+)
+
+REJECTED = r"^sync_to_async can only be applied to sync functions\.$"
+EXECUTOR_WITH_THREAD_SENSITIVE = (
+    r"^executor must not be set when thread_sensitive is True$"
+)
+
+
+def add(a: int, b: int = 10) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+async def async_add(a: int, b: int = 10) -> int:
+    return a + b
+
+
+class AsyncCallable:
+    async def __call__(self) -> None:
+        pass
+
+
+class SyncCallable:
+    def __call__(self, value: int) -> int:
+        return value * 2
+
+
+def thread_name() -> str:
+    return threading.current_thread().name
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-pool")
+    try:
+        yield executor
+    finally:
+        executor.shutdown()
+
+
+# Public surface
+
+
+def test_sync_to_async_signature() -> None:
+    parameters = inspect.signature(sync_to_async).parameters
+    assert [(p.name, p.kind, p.default) for p in parameters.values()] == [
+        ("func", inspect.Parameter.POSITIONAL_OR_KEYWORD, None),
+        ("thread_sensitive", inspect.Parameter.KEYWORD_ONLY, True),
+        ("executor", inspect.Parameter.KEYWORD_ONLY, None),
+        ("context", inspect.Parameter.KEYWORD_ONLY, None),
+    ]
+
+
+def test_sync_to_async_class_signature() -> None:
+    parameters = inspect.signature(SyncToAsync).parameters
+    assert [(p.name, p.kind, p.default) for p in parameters.values()] == [
+        ("func", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
+        ("thread_sensitive", inspect.Parameter.POSITIONAL_OR_KEYWORD, True),
+        ("executor", inspect.Parameter.POSITIONAL_OR_KEYWORD, None),
+        ("context", inspect.Parameter.POSITIONAL_OR_KEYWORD, None),
+    ]
+
+
+def test_bare_use_returns_a_sync_to_async_instance() -> None:
+    wrapper = sync_to_async(add)
+    assert isinstance(wrapper, SyncToAsync)
+    assert wrapper.func is add
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        sync_to_async(),
+        sync_to_async(thread_sensitive=True),
+        sync_to_async(thread_sensitive=False),
+        sync_to_async(context=contextvars.copy_context()),
+    ],
+)
+def test_decorator_factory_returns_a_sync_to_async_instance(factory: Any) -> None:
+    wrapper = factory(add)
+    assert isinstance(wrapper, SyncToAsync)
+    assert wrapper.func is add
+
+
+async def test_class_can_be_used_directly() -> None:
+    assert await SyncToAsync(add)(1, b=2) == 3
+    assert await SyncToAsync(add, False)(1) == 11
+
+
+async def test_passes_arguments_and_returns_the_result() -> None:
+    assert await sync_to_async(add)(1, 2) == 3
+    assert await sync_to_async(add)(1) == 11
+    assert await sync_to_async(add)(a=5, b=5) == 10
+    assert await sync_to_async(add, thread_sensitive=False)(1, b=1) == 2
+
+
+async def test_decorated_function_is_awaitable() -> None:
+    @sync_to_async
+    def bare(value: int) -> int:
+        return value + 1
+
+    @sync_to_async(thread_sensitive=False)
+    def configured(value: int) -> int:
+        return value + 2
+
+    assert await bare(1) == 2
+    assert await configured(1) == 3
+
+
+async def test_wraps_sync_callable_objects() -> None:
+    assert await sync_to_async(SyncCallable())(21) == 42
+
+
+async def test_calling_the_wrapper_returns_a_coroutine() -> None:
+    pending = sync_to_async(add)(1)
+    assert inspect.iscoroutine(pending)
+    assert await pending == 11
+
+
+def test_wrapper_carries_the_wrapped_function_metadata() -> None:
+    wrapper = sync_to_async(add)
+    assert wrapper.__name__ == "add"
+    assert wrapper.__qualname__ == "add"
+    assert wrapper.__doc__ == "Add two numbers."
+    assert wrapper.__module__ == add.__module__
+    assert wrapper.__wrapped__ is add
+    assert wrapper.func is add
+
+
+def test_wrapper_is_recognised_as_a_coroutine_function() -> None:
+    assert iscoroutinefunction(sync_to_async(add))
+    assert iscoroutinefunction(sync_to_async(add, thread_sensitive=False))
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 12), reason="inspect.markcoroutinefunction is 3.12+"
+)
+def test_wrapper_is_recognised_by_inspect() -> None:
+    assert inspect.iscoroutinefunction(sync_to_async(add))
+
+
+def test_iscoroutinefunction_and_markcoroutinefunction() -> None:
+    assert iscoroutinefunction(async_add)
+    assert not iscoroutinefunction(add)
+
+    def plain() -> None:
+        pass
+
+    assert markcoroutinefunction(plain) is plain
+    assert iscoroutinefunction(plain)
+
+
+def test_iscoroutinefunction_helpers_are_the_stdlib_ones() -> None:
+    if sys.version_info < (3, 12):
+        pytest.skip("inspect.markcoroutinefunction is 3.12+")
+    assert iscoroutinefunction is inspect.iscoroutinefunction
+    assert markcoroutinefunction is inspect.markcoroutinefunction
+
+
+def test_wrapping_a_plain_function_sets_no_self() -> None:
+    assert not hasattr(sync_to_async(add), "__self__")
+
+
+# Rejected input
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 1, "add", object()],
+    ids=["none", "int", "str", "object"],
+)
+def test_rejects_non_callables(value: Any) -> None:
+    with pytest.raises(TypeError, match=REJECTED):
+        SyncToAsync(value)
+
+
+@pytest.mark.parametrize("value", [1, "add", object()], ids=["int", "str", "object"])
+def test_rejects_non_callables_through_the_function(value: Any) -> None:
+    with pytest.raises(TypeError, match=REJECTED):
+        sync_to_async(value)
+
+
+def test_rejects_coroutine_functions() -> None:
+    with pytest.raises(TypeError, match=REJECTED):
+        sync_to_async(async_add)
+
+
+def test_rejects_coroutine_functions_in_the_decorator_factory() -> None:
+    decorate = sync_to_async(thread_sensitive=False)
+    with pytest.raises(TypeError, match=REJECTED):
+        decorate(async_add)
+
+
+def test_rejects_objects_whose_call_is_a_coroutine_function() -> None:
+    with pytest.raises(TypeError, match=REJECTED):
+        sync_to_async(AsyncCallable())
+
+
+def test_rejects_bound_coroutine_methods() -> None:
+    class Holder:
+        async def method(self) -> None:
+            pass
+
+    with pytest.raises(TypeError, match=REJECTED):
+        sync_to_async(Holder().method)
+
+
+def test_rejects_partials_of_coroutine_functions() -> None:
+    with pytest.raises(TypeError, match=REJECTED):
+        sync_to_async(functools.partial(async_add, 1))
+
+
+def test_rejects_functions_marked_as_coroutine_functions() -> None:
+    def marked() -> None:
+        pass
+
+    markcoroutinefunction(marked)
+    with pytest.raises(TypeError, match=REJECTED):
+        sync_to_async(marked)
+
+
+def test_rejects_an_executor_with_thread_sensitive_by_default(
+    pool: ThreadPoolExecutor,
+) -> None:
+    with pytest.raises(TypeError, match=EXECUTOR_WITH_THREAD_SENSITIVE):
+        sync_to_async(add, executor=pool)
+
+
+def test_rejects_an_executor_with_explicit_thread_sensitive(
+    pool: ThreadPoolExecutor,
+) -> None:
+    with pytest.raises(TypeError, match=EXECUTOR_WITH_THREAD_SENSITIVE):
+        sync_to_async(add, thread_sensitive=True, executor=pool)
+    with pytest.raises(TypeError, match=EXECUTOR_WITH_THREAD_SENSITIVE):
+        SyncToAsync(add, True, pool)
+
+
+def test_decorator_factory_rejects_an_executor_when_applied(
+    pool: ThreadPoolExecutor,
+) -> None:
+    decorate = sync_to_async(executor=pool)
+    with pytest.raises(TypeError, match=EXECUTOR_WITH_THREAD_SENSITIVE):
+        decorate(add)
+
+
+# Methods
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    @sync_to_async
+    def increment(self, by: int = 1) -> tuple[Counter, int, str]:
+        """Increase the count."""
+        self.count += by
+        return self, self.count, thread_name()
+
+    @sync_to_async(thread_sensitive=False)
+    def increment_anywhere(self, by: int = 1) -> int:
+        self.count += by
+        return self.count
+
+    def plain(self, by: int) -> tuple[Counter, int]:
+        return self, by
+
+
+async def test_decorated_method_binds_to_the_instance() -> None:
+    counter = Counter()
+    instance, count, _ = await counter.increment()
+    assert instance is counter
+    assert count == 1
+    assert (await counter.increment(by=5))[1] == 6
+    assert await counter.increment_anywhere(4) == 10
+    assert counter.count == 10
+
+
+async def test_bound_decorated_method_carries_metadata() -> None:
+    bound = Counter().increment
+    assert bound.__name__ == "increment"
+    assert bound.__doc__ == "Increase the count."
+    assert bound.__wrapped__ is vars(Counter)["increment"].func
+    assert inspect.iscoroutinefunction(bound)
+    assert iscoroutinefunction(bound)
+    pending = bound()
+    assert inspect.iscoroutine(pending)
+    await pending
+
+
+async def test_each_instance_binds_separately() -> None:
+    first, second = Counter(), Counter()
+    await first.increment(3)
+    await second.increment(4)
+    assert (first.count, second.count) == (3, 4)
+
+
+async def test_wrapping_a_bound_method_exposes_self() -> None:
+    counter = Counter()
+    wrapper = sync_to_async(counter.plain)
+    assert wrapper.__self__ is counter
+    assert wrapper.func == counter.plain
+    assert await wrapper(7) == (counter, 7)
+
+
+# Where the function runs
+
+
+async def test_runs_outside_the_event_loop_thread() -> None:
+    loop_thread = threading.get_ident()
+    assert await sync_to_async(threading.get_ident)() != loop_thread
+    assert (
+        await sync_to_async(threading.get_ident, thread_sensitive=False)()
+        != loop_thread
+    )
+
+
+def test_default_single_thread_executor_is_a_one_thread_pool() -> None:
+    executor = SyncToAsync.single_thread_executor
+    assert isinstance(executor, ThreadPoolExecutor)
+    assert isinstance(executor._threads, set)
+    assert executor._max_workers == 1
+
+
+async def test_thread_sensitive_calls_run_on_the_single_thread_executor() -> None:
+    first = await sync_to_async(threading.current_thread)()
+    second = await sync_to_async(threading.current_thread)()
+    assert first is second
+    assert first in SyncToAsync.single_thread_executor._threads
+
+
+async def test_replaced_single_thread_executor_receives_thread_sensitive_calls() -> (
+    None
+):
+    original = SyncToAsync.single_thread_executor
+    replacement = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replacement")
+    SyncToAsync.single_thread_executor = replacement
+    try:
+        assert (await sync_to_async(thread_name)()).startswith("replacement")
+        assert (await sync_to_async(thread_name)()).startswith("replacement")
+    finally:
+        SyncToAsync.single_thread_executor = original
+        replacement.shutdown()
+    assert not (await sync_to_async(thread_name)()).startswith("replacement")
+
+
+async def test_non_sensitive_calls_use_the_given_executor(
+    pool: ThreadPoolExecutor,
+) -> None:
+    name = await sync_to_async(thread_name, thread_sensitive=False, executor=pool)()
+    assert name.startswith("test-pool")
+
+
+async def test_given_executor_may_be_any_executor() -> None:
+    class Recording(Executor):
+        def __init__(self) -> None:
+            self.inner = ThreadPoolExecutor(max_workers=1)
+            self.submitted = 0
+
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            self.submitted += 1
+            return self.inner.submit(fn, *args, **kwargs)
+
+    executor = Recording()
+    try:
+        wrapper = SyncToAsync(add, thread_sensitive=False, executor=executor)  # type: ignore[arg-type]
+        assert await wrapper(1, 1) == 2
+        assert executor.submitted == 1
+    finally:
+        executor.inner.shutdown()
+
+
+async def test_non_sensitive_calls_default_to_the_loop_default_executor() -> None:
+    loop = asyncio.get_running_loop()
+    default = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loop-default")
+    loop.set_default_executor(default)
+    try:
+        name = await sync_to_async(thread_name, thread_sensitive=False)()
+        assert name.startswith("loop-default")
+        # Thread-sensitive calls never go to the default executor.
+        name = await sync_to_async(thread_name)()
+        assert not name.startswith("loop-default")
+    finally:
+        default.shutdown()
+
+
+async def test_non_sensitive_calls_can_run_concurrently() -> None:
+    barrier = threading.Barrier(2, timeout=10)
+
+    def meet() -> int:
+        return barrier.wait()
+
+    wrapper = sync_to_async(meet, thread_sensitive=False)
+    assert sorted(await asyncio.gather(wrapper(), wrapper())) == [0, 1]
+
+
+async def test_thread_sensitive_calls_from_concurrent_tasks_share_one_thread() -> None:
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    release = threading.Event()
+
+    def first() -> threading.Thread:
+        loop.call_soon_threadsafe(started.set)
+        assert release.wait(timeout=10)
+        return threading.current_thread()
+
+    def second() -> threading.Thread:
+        return threading.current_thread()
+
+    first_task = asyncio.ensure_future(sync_to_async(first)())
+    await started.wait()
+    second_task = asyncio.ensure_future(sync_to_async(second)())
+    await asyncio.sleep(0.01)
+    # The second call is queued behind the first on the same single thread.
+    assert not second_task.done()
+    release.set()
+    assert await first_task is await second_task
+
+
+# Results and errors
+
+
+async def test_exceptions_propagate_with_the_sync_traceback() -> None:
+    def explode() -> None:
+        raise LookupError("from sync")
+
+    for wrapper in (
+        sync_to_async(explode),
+        sync_to_async(explode, thread_sensitive=False),
+    ):
+        with pytest.raises(LookupError, match="from sync") as caught:
+            await wrapper()
+        frames = [
+            frame.name for frame in traceback.extract_tb(caught.value.__traceback__)
+        ]
+        assert frames[-1] == "explode"
+        assert "test_exceptions_propagate_with_the_sync_traceback" in frames
+
+
+async def test_the_same_exception_object_reaches_the_caller() -> None:
+    error = KeyError("same")
+
+    def explode() -> None:
+        raise error
+
+    with pytest.raises(KeyError) as caught:
+        await sync_to_async(explode)()
+    assert caught.value is error
+
+
+async def test_base_exceptions_propagate() -> None:
+    class Stop(BaseException):
+        pass
+
+    def explode() -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        await sync_to_async(explode)()
+    # The single thread survives and keeps serving.
+    assert await sync_to_async(add)(1) == 11
+
+
+async def test_thread_sensitive_wrapper_inside_thread_sensitive_context_works() -> None:
+    async with ThreadSensitiveContext():
+        assert await sync_to_async(add)(2, 2) == 4
+
+
+def test_wrapper_does_not_keep_its_arguments_alive() -> None:
+    class Payload:
+        pass
+
+    payload = Payload()
+    ref = weakref.ref(payload)
+
+    def consume(value: Payload) -> None:
+        pass
+
+    asyncio.run(sync_to_async(consume)(payload))
+    del payload
+    gc.collect()
+    assert ref() is None
