@@ -1,0 +1,583 @@
+"""Behaviour of ``asgiref.sync.async_to_sync`` and ``AsyncToSync``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import os
+import threading
+import time
+import traceback
+import warnings
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+from asgiref.current_thread_executor import CurrentThreadExecutor
+from asgiref.local import Local
+from asgiref.sync import (
+    AsyncSingleThreadContext,
+    AsyncToSync,
+    async_to_sync,
+    markcoroutinefunction,
+    sync_to_async,
+)
+
+NOT_ASYNC_WARNING = r"^async_to_sync was passed a non-async-marked callable$"
+IN_LOOP_ERROR = (
+    r"^You cannot use AsyncToSync in the same thread as an async event loop - "
+    r"just await the async function directly\.$"
+)
+
+
+async def add(a: int, b: int = 10) -> int:
+    """Add two numbers, asynchronously."""
+    await asyncio.sleep(0)
+    return a + b
+
+
+async def running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+async def loop_and_thread() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    return asyncio.get_running_loop(), threading.current_thread()
+
+
+# Built at import time, with no event loop anywhere: the loop it runs on
+# must be chosen when it is called.
+module_level_wrapper = async_to_sync(running_loop)
+
+
+def in_new_thread(action: Callable[[], Any]) -> Any:
+    """Run ``action`` in a fresh plain thread; return its result or raise its error."""
+    outcome: Future[Any] = Future()
+
+    def target() -> None:
+        try:
+            outcome.set_result(action())
+        except BaseException as exc:
+            outcome.set_exception(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+    return outcome.result(timeout=0)
+
+
+# Public surface
+
+
+def test_async_to_sync_signature() -> None:
+    parameters = inspect.signature(async_to_sync).parameters
+    assert [(p.name, p.kind, p.default) for p in parameters.values()] == [
+        ("awaitable", inspect.Parameter.POSITIONAL_OR_KEYWORD, None),
+        ("force_new_loop", inspect.Parameter.KEYWORD_ONLY, False),
+    ]
+
+
+def test_async_to_sync_class_signature() -> None:
+    parameters = inspect.signature(AsyncToSync).parameters
+    assert [(p.name, p.kind, p.default) for p in parameters.values()] == [
+        ("awaitable", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
+        ("force_new_loop", inspect.Parameter.POSITIONAL_OR_KEYWORD, False),
+    ]
+
+
+def test_bare_use_returns_an_async_to_sync_instance() -> None:
+    wrapper = async_to_sync(add)
+    assert isinstance(wrapper, AsyncToSync)
+    assert wrapper(1, 2) == 3
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"force_new_loop": False}, {"force_new_loop": True}]
+)
+def test_decorator_factory_returns_an_async_to_sync_instance(
+    options: dict[str, Any],
+) -> None:
+    wrapper = async_to_sync(**options)(add)
+    assert isinstance(wrapper, AsyncToSync)
+    assert wrapper(1) == 11
+
+
+def test_class_can_be_used_directly() -> None:
+    assert AsyncToSync(add)(2, b=3) == 5
+    assert AsyncToSync(add, True)(2) == 12
+
+
+def test_passes_arguments_and_returns_the_result() -> None:
+    assert async_to_sync(add)(1, 2) == 3
+    assert async_to_sync(add)(1) == 11
+    assert async_to_sync(add)(a=4, b=4) == 8
+
+    sentinel = object()
+
+    async def identity(value: object) -> object:
+        return value
+
+    assert async_to_sync(identity)(sentinel) is sentinel
+
+
+def test_decorated_coroutine_function_becomes_sync() -> None:
+    @async_to_sync
+    async def bare(value: int) -> int:
+        return value + 1
+
+    @async_to_sync(force_new_loop=True)
+    async def configured(value: int) -> int:
+        return value + 2
+
+    assert bare(1) == 2
+    assert configured(1) == 3
+
+
+def test_wrapper_is_not_a_coroutine_function() -> None:
+    assert not inspect.iscoroutinefunction(async_to_sync(add))
+
+
+def test_wraps_objects_with_an_async_call_without_warning() -> None:
+    class Service:
+        async def __call__(self, value: int) -> int:
+            return value * 3
+
+    assert async_to_sync(Service())(3) == 9
+
+
+def test_wraps_partials_of_coroutine_functions_without_warning() -> None:
+    assert async_to_sync(functools.partial(add, 5))(5) == 10
+
+
+def test_wraps_functions_marked_as_coroutine_functions_without_warning() -> None:
+    def marked(value: int) -> Awaitable[int]:
+        return add(value, 1)
+
+    markcoroutinefunction(marked)
+    assert async_to_sync(marked)(1) == 2
+
+
+def test_warns_for_callables_not_marked_async_but_still_runs_them() -> None:
+    def returns_awaitable(value: int) -> Awaitable[int]:
+        return add(value, 2)
+
+    with pytest.warns(UserWarning, match=NOT_ASYNC_WARNING):
+        wrapper = async_to_sync(returns_awaitable)
+    assert wrapper(1) == 3
+
+
+def test_warns_for_non_callables() -> None:
+    with pytest.warns(UserWarning, match=NOT_ASYNC_WARNING):
+        async_to_sync(42)  # type: ignore[call-overload]
+
+
+def test_decorator_factory_warns_when_applied() -> None:
+    decorate = async_to_sync(force_new_loop=True)
+
+    def not_async() -> Awaitable[None]:
+        return asyncio.sleep(0)
+
+    with pytest.warns(UserWarning, match=NOT_ASYNC_WARNING):
+        decorate(not_async)
+
+
+def test_warning_from_the_class_points_at_the_caller() -> None:
+    def not_async() -> None:
+        pass
+
+    with pytest.warns(UserWarning, match=NOT_ASYNC_WARNING) as caught:
+        AsyncToSync(not_async)  # type: ignore[arg-type]
+    assert caught[0].filename == __file__
+
+
+def test_no_warning_for_coroutine_functions() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        async_to_sync(add)
+        async_to_sync(force_new_loop=True)(add)
+
+
+async def test_calling_inside_a_running_loop_is_refused_before_calling_the_function() -> (
+    None
+):
+    calls: list[str] = []
+
+    def spy() -> Awaitable[None]:
+        calls.append("called")
+        return asyncio.sleep(0)
+
+    markcoroutinefunction(spy)
+    for wrapper in (async_to_sync(spy), async_to_sync(spy, force_new_loop=True)):
+        with pytest.raises(RuntimeError, match=IN_LOOP_ERROR):
+            wrapper()
+    assert calls == []
+
+
+def test_runs_in_a_thread_that_has_a_loop_set_but_not_running() -> None:
+    def body() -> int:
+        idle = asyncio.new_event_loop()
+        asyncio.set_event_loop(idle)
+        try:
+            return async_to_sync(add)(1)
+        finally:
+            asyncio.set_event_loop(None)
+            idle.close()
+
+    assert in_new_thread(body) == 11
+
+
+# Methods
+
+
+class Service:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @async_to_sync
+    async def describe(self, suffix: str = "") -> tuple[Service, str]:
+        """Describe the service."""
+        await asyncio.sleep(0)
+        return self, self.name + suffix
+
+    async def plain(self, value: int) -> tuple[Service, int]:
+        return self, value
+
+
+def test_decorated_method_binds_to_the_instance() -> None:
+    service = Service("svc")
+    assert service.describe() == (service, "svc")
+    assert service.describe("!") == (service, "svc!")
+    assert service.describe(suffix="?") == (service, "svc?")
+
+
+def test_bound_decorated_method_carries_metadata() -> None:
+    bound = Service("svc").describe
+    assert bound.__name__ == "describe"
+    assert bound.__doc__ == "Describe the service."
+    assert inspect.iscoroutinefunction(bound.__wrapped__)
+    assert not inspect.iscoroutinefunction(bound)
+
+
+def test_wrapping_a_bound_coroutine_method_exposes_self() -> None:
+    service = Service("svc")
+    wrapper = async_to_sync(service.plain)
+    assert wrapper.__self__ is service
+    assert wrapper(5) == (service, 5)
+
+
+def test_wrapping_a_plain_function_sets_no_self() -> None:
+    assert not hasattr(async_to_sync(add), "__self__")
+
+
+# Which loop and thread run the coroutine
+
+
+def test_from_a_plain_thread_runs_in_a_new_loop_on_another_thread() -> None:
+    loop, thread = async_to_sync(loop_and_thread)()
+    assert thread is not threading.current_thread()
+    assert loop.is_closed()
+
+
+def test_each_call_from_a_plain_thread_gets_a_fresh_loop() -> None:
+    wrapper = async_to_sync(loop_and_thread)
+    first_loop, first_thread = wrapper()
+    second_loop, second_thread = wrapper()
+    assert first_loop is not second_loop
+    assert first_thread is not second_thread
+    assert first_loop.is_closed()
+    assert second_loop.is_closed()
+
+
+def test_works_from_any_plain_thread() -> None:
+    loop, thread = in_new_thread(async_to_sync(loop_and_thread))
+    assert loop.is_closed()
+    assert thread is not threading.current_thread()
+
+
+def test_tasks_left_running_are_cancelled_when_the_call_returns() -> None:
+    events: list[str] = []
+    leftover: list[asyncio.Task[None]] = []
+
+    async def lingering() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            events.append("cancelled")
+            raise
+
+    async def body() -> str:
+        leftover.append(asyncio.ensure_future(lingering()))
+        await asyncio.sleep(0)
+        return "done"
+
+    assert async_to_sync(body)() == "done"
+    assert events == ["cancelled"]
+    assert leftover[0].cancelled()
+
+
+def test_async_generators_left_open_are_finalized() -> None:
+    events: list[str] = []
+    kept: list[AsyncIterator[int]] = []
+
+    async def numbers() -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            events.append("finalized")
+
+    async def body() -> int:
+        generator = numbers()
+        kept.append(generator)  # keep it alive so only loop shutdown closes it
+        return await generator.__anext__()
+
+    assert async_to_sync(body)() == 1
+    assert events == ["finalized"]
+
+
+async def test_inside_sync_to_async_runs_on_the_outer_loop() -> None:
+    outer = asyncio.get_running_loop()
+    wrapper = async_to_sync(running_loop)
+    assert await sync_to_async(wrapper)() is outer
+    assert await sync_to_async(wrapper, thread_sensitive=False)() is outer
+
+
+async def test_inside_sync_to_async_the_coroutine_runs_as_another_task() -> None:
+    this_task = asyncio.current_task()
+
+    async def which_task() -> asyncio.Task[Any] | None:
+        return asyncio.current_task()
+
+    other = await sync_to_async(async_to_sync(which_task))()
+    assert other is not None
+    assert other is not this_task
+
+
+async def test_loop_is_chosen_at_call_time_not_construction() -> None:
+    outer = asyncio.get_running_loop()
+    # Constructed with no loop, called inside sync_to_async: the outer loop.
+    assert await sync_to_async(module_level_wrapper)() is outer
+
+    # Constructed inside sync_to_async, later called from a plain thread: a
+    # new loop, not the one that was around at construction.
+    built_inside = await sync_to_async(lambda: async_to_sync(running_loop))()
+
+    def from_plain_thread() -> asyncio.AbstractEventLoop:
+        return in_new_thread(built_inside)
+
+    elsewhere = await sync_to_async(from_plain_thread, thread_sensitive=False)()
+    assert elsewhere is not outer
+    assert elsewhere.is_closed()
+
+
+async def test_threads_started_from_sync_to_async_do_not_reuse_the_outer_loop() -> None:
+    outer = asyncio.get_running_loop()
+
+    def spawn() -> asyncio.AbstractEventLoop:
+        return in_new_thread(async_to_sync(running_loop))
+
+    assert await sync_to_async(spawn)() is not outer
+
+
+async def test_force_new_loop_ignores_the_outer_loop() -> None:
+    outer = asyncio.get_running_loop()
+    outer_thread = threading.current_thread()
+
+    def call() -> tuple[asyncio.AbstractEventLoop, threading.Thread, threading.Thread]:
+        loop, thread = async_to_sync(loop_and_thread, force_new_loop=True)()
+        return loop, thread, threading.current_thread()
+
+    loop, thread, caller = await sync_to_async(call)()
+    assert loop is not outer
+    assert loop.is_closed()
+    assert thread is not outer_thread
+    assert thread is not caller
+
+
+def test_nested_async_to_sync_reuses_the_loop_of_the_enclosing_one() -> None:
+    async def outer() -> tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]:
+        inner = await sync_to_async(async_to_sync(running_loop))()
+        return asyncio.get_running_loop(), inner
+
+    outer_loop, inner_loop = async_to_sync(outer)()
+    assert inner_loop is outer_loop
+
+
+def test_async_single_thread_context_is_ignored_when_an_outer_loop_exists() -> None:
+    async def outer() -> tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]:
+        def middle() -> asyncio.AbstractEventLoop:
+            with AsyncSingleThreadContext():
+                return async_to_sync(running_loop)()
+
+        return asyncio.get_running_loop(), await sync_to_async(middle)()
+
+    outer_loop, inner_loop = async_to_sync(outer)()
+    assert inner_loop is outer_loop
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+async def test_forked_child_does_not_reuse_the_parents_loop() -> None:
+    def fork_and_call() -> int:
+        with warnings.catch_warnings():
+            # Forking a threaded process is deprecated; the child only runs
+            # asgiref code below and exits.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child process
+            code = 1
+            try:
+                code = 0 if async_to_sync(add)(1) == 11 else 2
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.01)
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        return -1
+
+    assert await sync_to_async(fork_and_call)() == 0
+
+
+# Class attributes
+
+
+def test_class_attributes_have_the_documented_types() -> None:
+    assert isinstance(AsyncToSync.executors, Local)
+    assert isinstance(AsyncToSync.loop_thread_executors, dict)
+    assert isinstance(AsyncToSync.async_single_thread_context, contextvars.ContextVar)
+    assert isinstance(AsyncToSync.context_to_thread_executor, weakref.WeakKeyDictionary)
+
+
+def test_current_executor_is_set_only_while_waiting() -> None:
+    def current() -> Any:
+        return getattr(AsyncToSync.executors, "current", None)
+
+    async def inside() -> Any:
+        return current()
+
+    assert current() is None
+    seen = async_to_sync(inside)()
+    assert isinstance(seen, CurrentThreadExecutor)
+    assert current() is None
+
+
+def test_each_sync_frame_gets_its_own_current_executor() -> None:
+    def current() -> Any:
+        return getattr(AsyncToSync.executors, "current", None)
+
+    async def innermost() -> Any:
+        return current()
+
+    def middle() -> tuple[Any, Any, Any]:
+        before = current()
+        nested = async_to_sync(innermost)()
+        return before, nested, current()
+
+    async def outer() -> tuple[Any, tuple[Any, Any, Any]]:
+        return current(), await sync_to_async(middle)()
+
+    outer_executor, (before, nested, after) = async_to_sync(outer)()
+    assert isinstance(outer_executor, CurrentThreadExecutor)
+    assert before is outer_executor
+    assert isinstance(nested, CurrentThreadExecutor)
+    assert nested is not outer_executor
+    assert after is outer_executor
+
+
+def test_loop_thread_executors_maps_the_new_loop_while_it_runs() -> None:
+    async def inside() -> tuple[bool, Any, Any, asyncio.AbstractEventLoop]:
+        loop = asyncio.get_running_loop()
+        return (
+            loop in AsyncToSync.loop_thread_executors,
+            AsyncToSync.loop_thread_executors.get(loop),
+            AsyncToSync.executors.current,
+            loop,
+        )
+
+    registered, mapped, current, loop = async_to_sync(inside)()
+    assert registered
+    assert isinstance(mapped, CurrentThreadExecutor)
+    assert mapped is current
+    assert loop not in AsyncToSync.loop_thread_executors
+
+
+async def test_outer_loop_is_not_registered_in_loop_thread_executors() -> None:
+    async def inside() -> bool:
+        return asyncio.get_running_loop() in AsyncToSync.loop_thread_executors
+
+    assert not await sync_to_async(async_to_sync(inside))()
+
+
+# Results and errors
+
+
+def test_exceptions_propagate_with_the_async_traceback() -> None:
+    async def explode() -> None:
+        await asyncio.sleep(0)
+        raise LookupError("from async")
+
+    with pytest.raises(LookupError, match="from async") as caught:
+        async_to_sync(explode)()
+    frames = [f.name for f in traceback.extract_tb(caught.value.__traceback__)]
+    assert frames[-1] == "explode"
+    assert frames[0] == "test_exceptions_propagate_with_the_async_traceback"
+
+
+async def test_exceptions_propagate_from_the_outer_loop_too() -> None:
+    error = KeyError("same")
+
+    async def explode() -> None:
+        raise error
+
+    with pytest.raises(KeyError) as caught:
+        await sync_to_async(async_to_sync(explode))()
+    assert caught.value is error
+
+
+def test_base_exceptions_propagate() -> None:
+    class Stop(BaseException):
+        pass
+
+    async def explode() -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        async_to_sync(explode)()
+
+
+def test_repeated_calls_do_not_accumulate_threads() -> None:
+    wrapper = async_to_sync(add)
+    for _ in range(20):
+        assert wrapper(1) == 11
+    # The no_leaked_threads fixture checks that every loop thread is gone.
+
+
+def test_concurrent_callers_each_get_their_own_result() -> None:
+    barrier = threading.Barrier(4, timeout=10)
+
+    async def echo(value: int) -> int:
+        await asyncio.sleep(0)
+        return value
+
+    def call(value: int) -> int:
+        barrier.wait()
+        return async_to_sync(echo)(value)
+
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda v=v: results.append(call(v))) for v in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert sorted(results) == [0, 1, 2, 3]
