@@ -1,0 +1,113 @@
+"""A deadline for a block of asyncio code; deprecated in favour of ``asyncio.timeout``."""
+
+import asyncio
+import sys
+import warnings
+from types import TracebackType
+
+__all__ = ["timeout"]
+
+
+class timeout:
+    """Cancel the enclosed block after ``timeout`` seconds and raise ``TimeoutError``.
+
+    Usable as ``with timeout(...)`` or ``async with timeout(...)`` inside a
+    running task; ``timeout=None`` disables the deadline. Once the block has
+    run, ``expired`` tells whether the deadline cut it short and
+    ``remaining`` how many seconds were left (``None`` without a deadline).
+
+    Deprecated: use ``asyncio.timeout()`` (Python 3.11+) instead.
+    """
+
+    def __init__(
+        self, timeout: float | None, *, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        warnings.warn(
+            "asgiref.timeout.timeout is deprecated. Use asyncio.timeout() instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        else:
+            warnings.warn(
+                "The loop argument to timeout() is deprecated.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        self._timeout = timeout
+        self._loop = loop
+        self._task: asyncio.Task[object] | None = None
+        self._cancelled = False
+        self._cancel_handler: asyncio.Handle | None = None
+        self._cancel_at: float | None = None
+        self._cancelling = 0  # the task's pending cancellations on entry (3.11+)
+
+    def __enter__(self) -> "timeout":
+        return self._do_enter()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        self._do_exit(exc_type)
+
+    async def __aenter__(self) -> "timeout":
+        return self._do_enter()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        self._do_exit(exc_type)
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline passed and cancelled the block."""
+        return self._cancelled
+
+    @property
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (never negative), or ``None`` if unset."""
+        if self._cancel_at is None:
+            return None
+        return max(self._cancel_at - self._loop.time(), 0.0)
+
+    def _do_enter(self) -> "timeout":
+        if self._timeout is None:
+            return self
+        self._task = asyncio.current_task(self._loop)
+        if self._task is None:
+            raise RuntimeError("Timeout context manager should be used inside a task")
+        if sys.version_info >= (3, 11):  # pragma: no branch
+            self._cancelling = self._task.cancelling()
+        if self._timeout <= 0:
+            self._loop.call_soon(self._cancel_task)
+            return self
+        self._cancel_at = self._loop.time() + self._timeout
+        self._cancel_handler = self._loop.call_at(self._cancel_at, self._cancel_task)
+        return self
+
+    def _do_exit(self, exc_type: type[BaseException] | None) -> None:
+        task = self._task
+        self._task = None
+        if self._cancel_handler is not None:
+            self._cancel_handler.cancel()
+            self._cancel_handler = None
+        if exc_type is asyncio.CancelledError and self._cancelled:
+            if sys.version_info >= (3, 11):  # pragma: no branch
+                # Withdraw our own cancellation request so the task is not left
+                # "cancelling"; if someone else's remains, let it propagate.
+                assert task is not None
+                if task.uncancel() > self._cancelling:
+                    return
+            raise TimeoutError
+
+    def _cancel_task(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._cancelled = True
