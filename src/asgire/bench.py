@@ -1,0 +1,698 @@
+"""Measure what sync/async crossings and ``Local`` access cost on this machine.
+
+``python -m asgire bench`` runs a quick subset (about ten seconds) and prints
+a table, or JSON with ``--json``. The same file is the worker behind
+``benchmarks/compare.py``: it uses only the public ``asgiref`` API and the
+standard library, and never imports ``asgire``, so it can be run by path with
+any interpreter that has some ``asgiref`` installed::
+
+    python -I path/to/bench.py --json --quiet --seconds 1 --only s2a_sensitive
+
+Every timed workload reports seconds per operation (the median over several
+batches, after warm-up); the memory workload reports peak bytes traced.
+
+Exit codes: 0 when every selected workload ran, 1 when one of them raised
+(the others are still measured and reported), 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import queue
+import statistics
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import asgiref
+from asgiref.local import Local
+from asgiref.sync import AsyncSingleThreadContext, async_to_sync, sync_to_async
+
+#: Version of the JSON document printed by ``--json``.
+SCHEMA_VERSION = 1
+#: Pending calls held at once by the memory workload.
+PENDING_CALLS = 10_000
+#: Roughly what the default ``bench`` command should take, in seconds.
+QUICK_RUN_SECONDS = 10.0
+
+_clock = time.perf_counter
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One measurable operation.
+
+    ``run(units)`` performs ``units * ops_per_unit`` operations and returns
+    the seconds they took (setup excluded) for a ``"time"`` workload, or the
+    peak bytes traced for a ``"memory"`` workload.
+    """
+
+    name: str
+    summary: str
+    run: Callable[[int], float]
+    ops_per_unit: int = 1
+    kind: Literal["time", "memory"] = "time"
+    #: Part of the default ``python -m asgire bench`` selection.
+    quick: bool = True
+    #: A crossing, so comparing it with the bare thread hop is meaningful.
+    crossing: bool = False
+
+
+def _work() -> int:
+    return 1
+
+
+async def _async_work() -> int:
+    return 1
+
+
+def _run_timed_in_loop(body: Callable[[int], Any], units: int) -> float:
+    """Time ``await body(units)`` inside a fresh event loop, loop setup excluded."""
+
+    async def timed() -> float:
+        start = _clock()
+        await body(units)
+        return _clock() - start
+
+    return asyncio.run(timed())
+
+
+def _bare_hop(units: int) -> float:
+    # The floor any thread hop pays: hand a callable to a long-lived worker
+    # through a queue and get the result back with call_soon_threadsafe.
+    jobs: queue.SimpleQueue[tuple[Callable[[], int], asyncio.Future[int]] | None]
+    jobs = queue.SimpleQueue()
+
+    def serve(loop: asyncio.AbstractEventLoop) -> None:
+        while (job := jobs.get()) is not None:
+            func, future = job
+            loop.call_soon_threadsafe(future.set_result, func())
+
+    async def timed() -> float:
+        loop = asyncio.get_running_loop()
+        worker = threading.Thread(
+            target=serve, args=(loop,), name="bench-bare-hop", daemon=True
+        )
+        worker.start()
+        try:
+            start = _clock()
+            for _ in range(units):
+                future = loop.create_future()
+                jobs.put((_work, future))
+                await future
+            return _clock() - start
+        finally:
+            jobs.put(None)
+            worker.join()
+
+    return asyncio.run(timed())
+
+
+def _s2a_sensitive(units: int) -> float:
+    call = sync_to_async(_work)
+
+    async def body(n: int) -> None:
+        for _ in range(n):
+            await call()
+
+    return _run_timed_in_loop(body, units)
+
+
+def _s2a_non_sensitive(units: int) -> float:
+    call = sync_to_async(_work, thread_sensitive=False)
+
+    async def body(n: int) -> None:
+        for _ in range(n):
+            await call()
+
+    return _run_timed_in_loop(body, units)
+
+
+def _s2a_inline(units: int) -> float:
+    async def body(n: int) -> None:
+        for _ in range(n):
+            await sync_to_async(_work)()
+
+    return _run_timed_in_loop(body, units)
+
+
+_GATHER_WIDTH = 100
+
+
+def _s2a_gather(units: int) -> float:
+    call = sync_to_async(_work, thread_sensitive=False)
+
+    async def body(n: int) -> None:
+        for _ in range(n):
+            await asyncio.gather(*[call() for _ in range(_GATHER_WIDTH)])
+
+    return _run_timed_in_loop(body, units)
+
+
+def _a2s_from_thread(units: int) -> float:
+    call = async_to_sync(_async_work)
+    start = _clock()
+    for _ in range(units):
+        call()
+    return _clock() - start
+
+
+def _a2s_in_single_thread_context(units: int) -> float:
+    call = async_to_sync(_async_work)
+    with AsyncSingleThreadContext():
+        start = _clock()
+        for _ in range(units):
+            call()
+        return _clock() - start
+
+
+def _a2s_to_outer_loop(units: int) -> float:
+    def hop_back(n: int) -> float:
+        call = async_to_sync(_async_work)
+        start = _clock()
+        for _ in range(n):
+            call()
+        return _clock() - start
+
+    async def main() -> float:
+        return await sync_to_async(hop_back)(units)
+
+    return asyncio.run(main())
+
+
+def _django_sandwich(units: int) -> float:
+    # A sync view calling async code that reaches back into thread-sensitive
+    # sync code (an ORM query), as Django's adapters do.
+    query = sync_to_async(_work)
+
+    async def view() -> int:
+        return await query()
+
+    call = async_to_sync(view)
+    start = _clock()
+    for _ in range(units):
+        call()
+    return _clock() - start
+
+
+# Local accesses are cheap enough that loop overhead would show, so each
+# unit performs ten of them. Reads land in a variable that is checked at the
+# end, which also proves the Local returned what was stored.
+_LOCAL_UNROLL = 10
+
+
+def _read_repeatedly(local: Local, units: int) -> float:
+    local.value = expected = object()
+    value = None
+    start = _clock()
+    for _ in range(units):
+        value = local.value
+        value = local.value
+        value = local.value
+        value = local.value
+        value = local.value
+        value = local.value
+        value = local.value
+        value = local.value
+        value = local.value
+        value = local.value
+    elapsed = _clock() - start
+    if value is not expected:
+        raise AssertionError("Local returned a value that was not stored")
+    return elapsed
+
+
+def _local_get(units: int) -> float:
+    return _read_repeatedly(Local(), units)
+
+
+def _local_get_thread_critical(units: int) -> float:
+    return _read_repeatedly(Local(thread_critical=True), units)
+
+
+def _local_get_in_loop(units: int) -> float:
+    async def main() -> float:
+        return _read_repeatedly(Local(), units)
+
+    return asyncio.run(main())
+
+
+def _local_set(units: int) -> float:
+    local = Local()
+    start = _clock()
+    for i in range(units):
+        local.value = i
+        local.value = i
+        local.value = i
+        local.value = i
+        local.value = i
+        local.value = i
+        local.value = i
+        local.value = i
+        local.value = i
+        local.value = i
+    elapsed = _clock() - start
+    if local.value != units - 1:
+        raise AssertionError("Local did not keep the last value stored")
+    return elapsed
+
+
+def _build_s2a(units: int) -> float:
+    start = _clock()
+    for _ in range(units):
+        sync_to_async(_work)
+    return _clock() - start
+
+
+def _build_a2s(units: int) -> float:
+    start = _clock()
+    for _ in range(units):
+        async_to_sync(_async_work)
+    return _clock() - start
+
+
+class _CountingExecutor(ThreadPoolExecutor):
+    """Counts submissions so the memory workload knows every call is queued."""
+
+    submitted = 0
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Future[Any]:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def _pending_calls_peak(calls: int) -> float:
+    release = threading.Event()
+    executor = _CountingExecutor(max_workers=2, thread_name_prefix="bench-pending")
+    call = sync_to_async(release.wait, thread_sensitive=False, executor=executor)
+
+    async def hold_pending(count: int) -> int:
+        executor.submitted = 0
+        release.clear()
+        tasks: list[asyncio.Future[bool]] = []
+        # Measure from here, whether or not someone else started tracing.
+        tracing_already = tracemalloc.is_tracing()
+        if not tracing_already:
+            tracemalloc.start()
+        baseline = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        try:
+            tasks = [asyncio.ensure_future(call()) for _ in range(count)]
+            # Each task needs one step to reach the executor; the extra steps
+            # allow for implementations that await something first.
+            for _ in range(20):
+                await asyncio.sleep(0)
+                if executor.submitted >= count:
+                    break
+            else:
+                raise RuntimeError(
+                    f"only {executor.submitted} of {count} calls reached the executor"
+                )
+            return tracemalloc.get_traced_memory()[1] - baseline
+        finally:
+            if not tracing_already:
+                tracemalloc.stop()
+            release.set()
+            await asyncio.gather(*tasks)
+
+    try:
+        # Warm up lazy imports, caches and the worker threads first.
+        asyncio.run(hold_pending(min(calls, 200)))
+        return float(asyncio.run(hold_pending(calls)))
+    finally:
+        release.set()
+        executor.shutdown(wait=True)
+
+
+_ALL = [
+    Workload("bare_hop", "floor: bare hop to a worker thread and back", _bare_hop),
+    Workload(
+        "s2a_sensitive",
+        "sync_to_async, thread-sensitive, wrapper reused",
+        _s2a_sensitive,
+        crossing=True,
+    ),
+    Workload(
+        "s2a_non_sensitive",
+        "sync_to_async, thread_sensitive=False, wrapper reused",
+        _s2a_non_sensitive,
+        crossing=True,
+    ),
+    Workload(
+        "s2a_inline",
+        "sync_to_async(f)() with the wrapper built on every call",
+        _s2a_inline,
+        crossing=True,
+    ),
+    Workload(
+        "s2a_gather_100",
+        "one of 100 concurrent thread_sensitive=False calls, gathered",
+        _s2a_gather,
+        ops_per_unit=_GATHER_WIDTH,
+        crossing=True,
+    ),
+    Workload(
+        "a2s_from_thread",
+        "async_to_sync from a plain sync thread",
+        _a2s_from_thread,
+        crossing=True,
+    ),
+    Workload(
+        "a2s_single_thread_context",
+        "async_to_sync from a sync thread inside AsyncSingleThreadContext",
+        _a2s_in_single_thread_context,
+        crossing=True,
+    ),
+    Workload(
+        "a2s_to_outer_loop",
+        "async_to_sync inside sync_to_async, back to the outer loop",
+        _a2s_to_outer_loop,
+        crossing=True,
+    ),
+    Workload(
+        "django_sandwich",
+        "sync -> async_to_sync -> await thread-sensitive sync_to_async",
+        _django_sandwich,
+        crossing=True,
+    ),
+    Workload(
+        "local_get",
+        "Local attribute read in sync code",
+        _local_get,
+        ops_per_unit=_LOCAL_UNROLL,
+    ),
+    Workload(
+        "local_set",
+        "Local attribute write in sync code",
+        _local_set,
+        ops_per_unit=_LOCAL_UNROLL,
+    ),
+    Workload(
+        "local_get_in_loop",
+        "Local attribute read inside a running event loop",
+        _local_get_in_loop,
+        ops_per_unit=_LOCAL_UNROLL,
+    ),
+    Workload(
+        "local_get_thread_critical",
+        "Local(thread_critical=True) attribute read",
+        _local_get_thread_critical,
+        ops_per_unit=_LOCAL_UNROLL,
+    ),
+    Workload("build_s2a", "building a sync_to_async wrapper", _build_s2a),
+    Workload("build_a2s", "building an async_to_sync wrapper", _build_a2s, quick=False),
+    Workload(
+        "pending_10k_memory",
+        f"peak memory of {PENDING_CALLS:,} pending thread_sensitive=False calls",
+        _pending_calls_peak,
+        kind="memory",
+        quick=False,
+    ),
+]
+
+#: Every workload by name, in reporting order.
+WORKLOADS: dict[str, Workload] = {w.name: w for w in _ALL}
+
+
+def measure(workload: Workload, seconds: float) -> dict[str, Any]:
+    """Measure one workload within about ``seconds`` of wall time.
+
+    Returns ``{"unit": "s/op", "value": ..., "ops": ..., "batches": ...}`` for
+    a timed workload (value: median seconds per operation over the batches),
+    or ``{"unit": "bytes", "value": ..., "calls": ...}`` for memory.
+    """
+    if workload.kind == "memory":
+        return {
+            "unit": "bytes",
+            "value": workload.run(PENDING_CALLS),
+            "calls": PENDING_CALLS,
+        }
+    deadline = _clock() + seconds
+    batch_seconds = seconds / 10
+    # Calibrate the batch size; these first batches also warm up threads,
+    # caches and lazy imports, so they are not counted.
+    units = 1
+    while True:
+        elapsed = workload.run(units)
+        if elapsed >= batch_seconds or _clock() >= deadline:
+            break
+        growth = batch_seconds / elapsed * 1.2 if elapsed > 0 else 100.0
+        units = max(units + 1, math.ceil(units * min(growth, 100.0)))
+    per_op: list[float] = []
+    while len(per_op) < 3 or (_clock() < deadline and len(per_op) < 100):
+        elapsed = workload.run(units)
+        per_op.append(elapsed / (units * workload.ops_per_unit))
+    return {
+        "unit": "s/op",
+        "value": statistics.median(per_op),
+        "ops": units * workload.ops_per_unit * len(per_op),
+        "batches": len(per_op),
+    }
+
+
+def _provider() -> str:
+    """Name the distribution that supplies ``asgiref``, without importing asgire."""
+    asgire = importlib.util.find_spec("asgire")
+    # asgire ships both packages side by side.
+    if asgire is not None and asgire.origin:
+        beside = Path(asgire.origin).parent.parent
+        if beside == Path(asgiref.__file__).parent.parent:
+            return "asgire"
+    return "asgiref"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def environment() -> dict[str, Any]:
+    """Describe the interpreter, the asgiref implementation and the machine."""
+    provider = _provider()
+    try:
+        provider_version = importlib.metadata.version(provider)
+    except importlib.metadata.PackageNotFoundError:
+        provider_version = "unknown"
+    return {
+        "asgiref_version": asgiref.__version__,
+        "provider": provider,
+        "provider_version": provider_version,
+        "module": str(Path(asgiref.__file__).parent),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count() or 1,
+        "os": f"{platform.system()} {platform.machine()}",
+    }
+
+
+def measure_all(
+    names: Sequence[str],
+    seconds: float,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure the named workloads and return the JSON document ``--json`` prints.
+
+    A workload that raises is reported as ``{"error": "..."}`` and the rest
+    still run.
+    """
+    results: dict[str, Any] = {}
+    for index, name in enumerate(names):
+        if progress is not None:
+            progress(index, len(names), name)
+        try:
+            results[name] = measure(WORKLOADS[name], seconds)
+        except Exception as exc:  # reported, so one broken path hides nothing else
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    if progress is not None:
+        progress(len(names), len(names), "")
+    return {
+        "schema": SCHEMA_VERSION,
+        "environment": environment(),
+        "seconds_per_workload": seconds,
+        "results": results,
+    }
+
+
+def _progress_printer(stream: TextIO) -> Callable[[int, int, str], None]:
+    interactive = stream.isatty()
+
+    def show(done: int, total: int, name: str) -> None:
+        if interactive:
+            line = f"measuring [{done}/{total}] {name}" if name else ""
+            stream.write(f"\r{line:<60}\r" if not name else f"\r{line:<60}")
+        elif name:
+            stream.write(f"measuring [{done + 1}/{total}] {name}\n")
+        stream.flush()
+
+    return show
+
+
+def format_time(seconds: float) -> str:
+    """Render a duration with a unit suited to its size, e.g. ``12.3 us``."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def format_bytes(count: float) -> str:
+    """Render a byte count in binary units, e.g. ``3.2 MiB``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count:.0f} B"
+
+
+def format_table(document: dict[str, Any]) -> str:
+    """Render a ``measure_all`` document as a plain-text table."""
+    env = document["environment"]
+    results: dict[str, Any] = document["results"]
+    floor = results.get("bare_hop", {}).get("value")
+    rows = [("workload", "per op", "ops/s", "x floor" if floor else "", "what")]
+    for name, result in results.items():
+        workload = WORKLOADS.get(name)
+        summary = workload.summary if workload else ""
+        if "error" in result:
+            rows.append((name, "error", "", "", result["error"]))
+        elif result["unit"] == "bytes":
+            rows.append((name, format_bytes(result["value"]), "", "", summary))
+        else:
+            value = result["value"]
+            vs_floor = ""
+            if floor and workload is not None and workload.crossing:
+                vs_floor = f"{value / floor:.2f}"
+            rate = f"{1 / value:,.0f}" if value > 0 else ""
+            rows.append((name, format_time(value), rate, vs_floor, summary))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        f"asgiref {env['asgiref_version']} provided by {env['provider']} "
+        f"{env['provider_version']}; {env['python_implementation']} "
+        f"{env['python']}; {env['cpu']}, {env['cores']} cores",
+        "",
+    ]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])]
+        cells += [
+            cell.rjust(width) for cell, width in zip(row[1:4], widths[1:4], strict=True)
+        ]
+        cells.append(row[4])
+        lines.append("  ".join(cell for cell in cells if cell).rstrip())
+    if floor:
+        lines += ["", "x floor: time per op divided by bare_hop's."]
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bench`` command's options to ``parser``."""
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON document instead of a table"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=_positive_float,
+        metavar="S",
+        help="time budget per workload (default: about "
+        f"{QUICK_RUN_SECONDS:g} s in total for the selection)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(WORKLOADS),
+        metavar="NAME",
+        help="run only these workloads (see --list)",
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="run every workload, including the slow ones left out by default",
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="list the workloads and exit"
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress indicator on stderr"
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return value
+
+
+def selected_workloads(args: argparse.Namespace) -> list[str]:
+    """The workload names ``args`` selects, in reporting order."""
+    if args.only:
+        return [name for name in WORKLOADS if name in args.only]
+    if args.all:
+        return list(WORKLOADS)
+    return [name for name, workload in WORKLOADS.items() if workload.quick]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``bench`` command; returns the process exit code."""
+    if args.list:
+        if args.json:
+            listing = {
+                name: {"summary": w.summary, "kind": w.kind, "quick": w.quick}
+                for name, w in WORKLOADS.items()
+            }
+            print(json.dumps(listing, indent=2))
+        else:
+            width = max(map(len, WORKLOADS))
+            for name, w in WORKLOADS.items():
+                marker = " " if w.quick else "*"
+                print(f"{name:<{width}} {marker} {w.summary}")
+            print("\n* not run by default; use --all or --only")
+        return 0
+    names = selected_workloads(args)
+    seconds = args.seconds or max(0.2, QUICK_RUN_SECONDS / len(names))
+    progress = None if args.quiet else _progress_printer(sys.stderr)
+    document = measure_all(names, seconds, progress)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(format_table(document))
+    failed = any("error" in result for result in document["results"].values())
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bench.py",
+        description="Measure sync/async crossings and Local access of the "
+        "installed asgiref.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

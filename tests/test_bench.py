@@ -1,0 +1,223 @@
+"""The benchmark workloads, ``python -m asgire bench`` and the comparison report.
+
+Only shapes and sanity are checked here, never speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+bench = pytest.importorskip("asgire.bench")
+
+pytestmark = pytest.mark.asgire_only
+
+REPO = Path(__file__).resolve().parent.parent
+TIMED = [name for name, w in bench.WORKLOADS.items() if w.kind == "time"]
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize("name", TIMED)
+def test_timed_workload_returns_a_duration(name: str) -> None:
+    elapsed = bench.WORKLOADS[name].run(3)
+    assert math.isfinite(elapsed)
+    assert elapsed > 0
+
+
+def test_pending_calls_peak_grows_with_the_number_of_calls() -> None:
+    workload = bench.WORKLOADS["pending_10k_memory"]
+    assert workload.kind == "memory"
+    few, many = workload.run(50), workload.run(500)
+    assert 0 < few < many
+
+
+def test_measure_reports_median_time_per_op() -> None:
+    result = bench.measure(bench.WORKLOADS["local_get"], 0.02)
+    assert result["unit"] == "s/op"
+    assert result["batches"] >= 3
+    # Every batch runs whole units of ten reads.
+    assert result["ops"] % (10 * result["batches"]) == 0
+    assert math.isfinite(result["value"])
+    assert result["value"] > 0
+
+
+def test_measure_all_document_is_json_and_keeps_going_after_a_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(units: int) -> float:
+        raise ValueError("no luck")
+
+    monkeypatch.setitem(
+        bench.WORKLOADS, "broken", bench.Workload("broken", "raises", broken)
+    )
+    seen: list[tuple[int, int, str]] = []
+    document = bench.measure_all(
+        ["broken", "build_s2a"], 0.01, lambda *step: seen.append(step)
+    )
+    document = json.loads(json.dumps(document))
+    assert document["schema"] == bench.SCHEMA_VERSION
+    assert document["seconds_per_workload"] == 0.01
+    assert document["results"]["broken"] == {"error": "ValueError: no luck"}
+    assert document["results"]["build_s2a"]["value"] > 0
+    assert seen == [(0, 2, "broken"), (1, 2, "build_s2a"), (2, 2, "")]
+    env = document["environment"]
+    assert env["provider"] == "asgire"
+    assert env["cores"] >= 1
+    assert {"asgiref_version", "python", "cpu", "os"} <= set(env)
+
+
+def test_run_json(capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parse("--json", "--only", "build_s2a", "local_set", "--seconds", "0.02")
+    assert bench.run(args) == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert list(document["results"]) == ["local_set", "build_s2a"]
+    assert "measuring [1/2] local_set" in captured.err
+
+
+def test_run_prints_a_table_with_floor_ratios(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = _parse("--quiet", "--only", "bare_hop", "s2a_sensitive", "--seconds", "0.02")
+    assert bench.run(args) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    lines = captured.out.splitlines()
+    assert lines[0].startswith("asgiref ")
+    header = next(line for line in lines if line.startswith("workload"))
+    assert "x floor" in header
+    row = next(line for line in lines if line.startswith("s2a_sensitive"))
+    ratio = row.split()[4]
+    assert float(ratio) > 0
+
+
+def test_run_fails_when_a_workload_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(units: int) -> float:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(
+        bench.WORKLOADS, "build_s2a", bench.Workload("build_s2a", "raises", broken)
+    )
+    assert bench.run(_parse("--quiet", "--only", "build_s2a", "--seconds", "0.01")) == 1
+    assert "RuntimeError: boom" in capsys.readouterr().out
+
+
+def test_default_selection_is_the_quick_set() -> None:
+    names = bench.selected_workloads(_parse())
+    assert "s2a_sensitive" in names
+    assert "pending_10k_memory" not in names
+    assert bench.selected_workloads(_parse("--all")) == list(bench.WORKLOADS)
+
+
+def test_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.run(_parse("--list", "--json")) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert list(listing) == list(bench.WORKLOADS)
+    assert listing["pending_10k_memory"]["kind"] == "memory"
+
+
+@pytest.mark.parametrize(
+    "argv", [["--seconds", "0"], ["--seconds", "soon"], ["--only", "nope"]]
+)
+def test_bad_arguments_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _parse(*argv)
+    assert exited.value.code == 2
+
+
+def test_bench_module_never_imports_asgire() -> None:
+    # The comparison runs this file under upstream asgiref, without asgire.
+    tree = ast.parse(Path(bench.__file__).read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert "asgire" not in imported
+    assert "asgiref" in imported
+
+
+def test_runs_as_a_script_by_path() -> None:
+    options = ["--json", "--quiet", "--only", "local_get", "--seconds", "0.02"]
+    done = subprocess.run(
+        [sys.executable, "-I", bench.__file__, *options],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["results"]["local_get"]["value"] > 0
+
+
+def _load_compare() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "bench_compare", REPO / "benchmarks" / "compare.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def _round(upstream: dict[str, float], asgire: dict[str, float]) -> dict[str, Any]:
+    def document(values: dict[str, float]) -> dict[str, Any]:
+        results = {name: {"unit": "s/op", "value": v} for name, v in values.items()}
+        return {"results": results}
+
+    return {"upstream": document(upstream), "asgire": document(asgire)}
+
+
+def test_compare_summary_uses_the_median_of_per_round_ratios() -> None:
+    compare = _load_compare()
+    rounds = [
+        _round(
+            {"s2a_sensitive": 10e-6, "bare_hop": 5e-6},
+            {"s2a_sensitive": 4e-6, "bare_hop": 3e-6},
+        ),
+        _round(
+            {"s2a_sensitive": 20e-6, "bare_hop": 5e-6},
+            {"s2a_sensitive": 12e-6, "bare_hop": 4e-6},
+        ),
+        _round(
+            {"s2a_sensitive": 10e-6, "bare_hop": 5e-6},
+            {"s2a_sensitive": 5e-6, "bare_hop": 4e-6},
+        ),
+    ]
+    rows, all_met = compare.summarise(rounds, ["bare_hop", "s2a_sensitive"])
+    by_label = {row.label: row for row in rows}
+    # Ratios 0.4, 0.6, 0.5: the median of ratios, not the ratio of medians.
+    sensitive = by_label["s2a_sensitive"]
+    assert (sensitive.ratio, sensitive.spread) == ("0.50", "0.40-0.60")
+    assert (sensitive.target, sensitive.verdict) == ("<= 0.45", "FAIL")
+    assert sensitive.upstream == "10 us"
+    assert by_label["bare_hop"].target == ""
+    # asgire against its own floor: 4/3, 12/4, 5/4.
+    floor = by_label["s2a_sensitive / bare_hop (asgire)"]
+    assert (floor.ratio, floor.verdict) == ("1.33", "pass")
+    assert not all_met
+    assert "| `s2a_sensitive` | 10 us |" in compare.render_markdown(rows)
+    assert compare.render_text(rows).splitlines()[0].startswith("workload")
