@@ -1,0 +1,168 @@
+"""Fixtures for the stress suite: resource baselines and the figures report.
+
+Every module here is marked ``stress`` and so is deselected by a plain
+``pytest`` run; ``uv run pytest -m stress tests/stress`` runs the suite and
+prints the figures it recorded (calls, threads, peak memory) at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib.util
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+#: True when the ``asgiref`` under test is asgire's; False for upstream's.
+ASGIRE = importlib.util.find_spec("asgire") is not None
+
+_FIGURES: dict[str, dict[str, object]] = {}
+
+
+class Figures:
+    """Collects named measurements for the end-of-run summary."""
+
+    def record(self, test: str, **values: object) -> None:
+        _FIGURES.setdefault(test, {}).update(values)
+
+
+@pytest.fixture(scope="session")
+def figures() -> Figures:
+    return Figures()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _FIGURES:
+        return
+    provider = "asgire" if ASGIRE else "upstream asgiref"
+    terminalreporter.section(f"stress figures ({provider})")
+    for test, values in _FIGURES.items():
+        shown = ", ".join(f"{name}={_show(value)}" for name, value in values.items())
+        terminalreporter.write_line(f"{test}: {shown}")
+
+
+def _show(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def open_fd_count() -> int | None:
+    """Open file descriptors of this process, where the platform tells us."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except FileNotFoundError:
+        return None
+
+
+def open_event_loops() -> list[asyncio.AbstractEventLoop]:
+    """Event loops still reachable and not closed."""
+    return [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, asyncio.AbstractEventLoop) and not obj.is_closed()
+    ]
+
+
+@dataclass
+class Snapshot:
+    threads: set[threading.Thread]
+    fds: int | None
+    loops: int
+    notes: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def take(cls) -> Snapshot:
+        gc.collect()
+        alive = {t for t in threading.enumerate() if t.is_alive()}
+        return cls(threads=alive, fds=open_fd_count(), loops=len(open_event_loops()))
+
+    def excess_over(self, baseline: Snapshot) -> dict[str, object]:
+        """What this snapshot holds beyond ``baseline``; empty if nothing."""
+        excess: dict[str, object] = {}
+        extra = sorted(t.name for t in self.threads - baseline.threads)
+        if extra:
+            excess["threads"] = extra
+        if (
+            self.fds is not None
+            and baseline.fds is not None
+            and self.fds > baseline.fds
+        ):
+            excess["fds"] = self.fds - baseline.fds
+        if self.loops > baseline.loops:
+            excess["event loops"] = self.loops - baseline.loops
+        return excess
+
+
+class Resources:
+    """Threads, file descriptors and event loops, compared with a baseline."""
+
+    def __init__(self) -> None:
+        self.baseline = Snapshot.take()
+
+    def rebase(self) -> None:
+        """Take the baseline now, e.g. after a warm-up filled lazy pools."""
+        self.baseline = Snapshot.take()
+
+    def assert_back_to_baseline(self, timeout: float = 10.0) -> Snapshot:
+        """Wait (bounded) for resources to return to the baseline, or fail."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = Snapshot.take()
+            excess = now.excess_over(self.baseline)
+            if not excess:
+                return now
+            if time.monotonic() > deadline:
+                pytest.fail(f"resources not released after {timeout}s: {excess}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def resources() -> Resources:
+    return Resources()
+
+
+def persistent_threads() -> set[threading.Thread]:
+    """Threads kept on purpose between calls: the shared thread-sensitive worker
+    and asgire's parked event-loop threads (a bounded pool)."""
+    from asgiref.sync import SyncToAsync
+
+    keep: set[threading.Thread] = set(
+        getattr(SyncToAsync.single_thread_executor, "_threads", ())
+    )
+    keep.update(t for t in threading.enumerate() if t.name.startswith("asgire-"))
+    return keep
+
+
+class NewThreads:
+    """Threads started after this object was made, less the persistent ones."""
+
+    def __init__(self) -> None:
+        self.before = set(threading.enumerate())
+
+    def running(self) -> set[threading.Thread]:
+        alive = {t for t in threading.enumerate() if t.is_alive()}
+        return alive - self.before - persistent_threads()
+
+    def assert_none_stuck(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) for every new thread to end, or fail naming them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            gc.collect()  # executors whose owner was dropped stop their workers
+            stuck = self.running()
+            if not stuck:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"threads stuck: {sorted(t.name for t in stuck)}")
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def new_threads() -> NewThreads:
+    return NewThreads()
