@@ -19,7 +19,6 @@ import pytest
 
 from asgiref.sync import (
     SyncToAsync,
-    ThreadSensitiveContext,
     iscoroutinefunction,
     markcoroutinefunction,
     sync_to_async,
@@ -339,33 +338,11 @@ async def test_runs_outside_the_event_loop_thread() -> None:
     )
 
 
-def test_default_single_thread_executor_is_a_one_thread_pool() -> None:
-    executor = SyncToAsync.single_thread_executor
-    assert isinstance(executor, ThreadPoolExecutor)
-    assert isinstance(executor._threads, set)
-    assert executor._max_workers == 1
-
-
 async def test_thread_sensitive_calls_run_on_the_single_thread_executor() -> None:
     first = await sync_to_async(threading.current_thread)()
     second = await sync_to_async(threading.current_thread)()
     assert first is second
     assert first in SyncToAsync.single_thread_executor._threads
-
-
-async def test_replaced_single_thread_executor_receives_thread_sensitive_calls() -> (
-    None
-):
-    original = SyncToAsync.single_thread_executor
-    replacement = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replacement")
-    SyncToAsync.single_thread_executor = replacement
-    try:
-        assert (await sync_to_async(thread_name)()).startswith("replacement")
-        assert (await sync_to_async(thread_name)()).startswith("replacement")
-    finally:
-        SyncToAsync.single_thread_executor = original
-        replacement.shutdown()
-    assert not (await sync_to_async(thread_name)()).startswith("replacement")
 
 
 async def test_non_sensitive_calls_use_the_given_executor(
@@ -483,11 +460,6 @@ async def test_base_exceptions_propagate() -> None:
         await sync_to_async(explode)()
     # The single thread survives and keeps serving.
     assert await sync_to_async(add)(1) == 11
-
-
-async def test_thread_sensitive_wrapper_inside_thread_sensitive_context_works() -> None:
-    async with ThreadSensitiveContext():
-        assert await sync_to_async(add)(2, 2) == 4
 
 
 def test_wrapper_does_not_keep_its_arguments_alive() -> None:
