@@ -68,6 +68,8 @@ class Diagnosis:
     providers: tuple[Installed, ...]
     asgire: Installed | None
     upstream: tuple[Installed, ...]
+    #: How many of asgire's files under asgiref/ were compared with its RECORD.
+    checked: int = 0
     #: asgire's files (RECORD paths) whose content differs from what it installed.
     replaced: tuple[str, ...] = ()
     #: asgire's files (RECORD paths) that no longer exist.
@@ -153,12 +155,14 @@ def diagnose(
     missing: list[str] = []
     shared: list[str] = []
     sharers: dict[str, Installed] = {}
+    checked = 0
     if ours is not None and asgire is not None and not asgire.editable:
         claimed_by_others: dict[Path, Installed] = {}
         for dist, info in others:
             for entry in _package_entries(dist, hashed_only=False):
                 claimed_by_others[_resolve(dist, entry)] = info
         for entry in _package_entries(ours, hashed_only=True):
+            checked += 1
             state = _check(ours, entry)
             if state == "missing":
                 missing.append(str(entry))
@@ -261,6 +265,7 @@ def diagnose(
         providers=providers,
         asgire=asgire,
         upstream=upstream,
+        checked=checked,
         replaced=tuple(replaced),
         missing=tuple(missing),
         shared=tuple(shared),
@@ -467,6 +472,7 @@ def to_json(diagnosis: Diagnosis, python: dict[str, Any]) -> dict[str, Any]:
             "provided_by": [_installed_json(info) for info in diagnosis.providers],
         },
         "upstream": [_installed_json(info) for info in diagnosis.upstream],
+        "checked_files": diagnosis.checked,
         "replaced_files": list(diagnosis.replaced),
         "missing_files": list(diagnosis.missing),
         "shared_files": list(diagnosis.shared),
@@ -509,8 +515,10 @@ def to_text(diagnosis: Diagnosis, python: dict[str, Any]) -> str:
     ] or ["upstream: asgiref not installed"]
     if asgire is not None and not asgire.editable:
         damaged = len(diagnosis.replaced) + len(diagnosis.missing)
-        state = f"{damaged} replaced or missing" if damaged else "intact"
-        lines.append(f"files:    asgire's files under asgiref/ are {state}")
+        state = f"{damaged} replaced or missing" if damaged else "all intact"
+        lines.append(
+            f"files:    {diagnosis.checked} of asgire's under asgiref/, {state}"
+        )
     lines.append("")
     lines += [f"PROBLEM: {problem}" for problem in diagnosis.problems]
     lines += [f"note: {note}" for note in diagnosis.notes]

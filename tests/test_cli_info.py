@@ -1,0 +1,452 @@
+"""``python -m asgire`` and its ``info`` command: spotting upstream asgiref over asgire.
+
+The detection is tested on synthetic site directories (dist-info folders with
+RECORD files, read through ``importlib.metadata.PathDistribution``), and once
+for real: upstream asgiref installed over a wheel of asgire in a fresh venv.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from importlib.metadata import PathDistribution, version
+from pathlib import Path
+
+import pytest
+
+info = pytest.importorskip("asgire.info")
+cli = pytest.importorskip("asgire.__main__")
+
+pytestmark = pytest.mark.asgire_only
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = "/venv/bin/python"
+
+INIT = b'__version__ = "3.13.0"\n'
+OUR_FILES = {
+    "asgiref/__init__.py": INIT,
+    "asgiref/sync.py": b"# asgire's sync module\n",
+    "asgiref/py.typed": b"",
+    "asgire/__init__.py": b"",
+}
+UPSTREAM_FILES = {
+    "asgiref/__init__.py": INIT,
+    "asgiref/sync.py": b"# upstream's sync module\n",
+    "asgiref/py.typed": b"",
+}
+
+
+def _record_hash(content: bytes) -> str:
+    digest = hashlib.sha256(content).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def install(
+    site: Path,
+    name: str,
+    version: str,
+    files: dict[str, bytes],
+    *,
+    installer: str = "pip",
+    direct_url: dict[str, object] | None = None,
+) -> PathDistribution:
+    """Lay out ``files`` in ``site`` the way an installer would, RECORD included."""
+    dist_info = site / f"{name}-{version}.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    )
+    (dist_info / "INSTALLER").write_text(f"{installer}\n")
+    rows = []
+    for relative, content in files.items():
+        path = site / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        rows.append(f"{relative},{_record_hash(content)},{len(content)}")
+    if direct_url is not None:
+        (dist_info / "direct_url.json").write_text(json.dumps(direct_url))
+    # Installers also record bytecode, without a hash.
+    rows.append("asgiref/__pycache__/sync.cpython-311.pyc,,")
+    rows.append(f"{dist_info.name}/RECORD,,")
+    (dist_info / "RECORD").write_text("\n".join(rows) + "\n")
+    return PathDistribution(dist_info)
+
+
+def test_asgire_alone_is_clean(tmp_path: Path) -> None:
+    ours = install(tmp_path, "asgire", "0.1.0", OUR_FILES)
+    found = info.diagnose(tmp_path / "asgiref", [ours], python=PYTHON)
+    assert not found.conflict, found.problems
+    assert [p.name for p in found.providers] == ["asgire"]
+    assert found.upstream == ()
+    assert (found.replaced, found.missing, found.shared) == ((), (), ())
+    assert found.fix == ()
+    assert found.prevent == ()
+
+
+def test_upstream_alone_is_a_conflict(tmp_path: Path) -> None:
+    upstream = install(tmp_path, "asgiref", "3.13.0", UPSTREAM_FILES)
+    found = info.diagnose(tmp_path / "asgiref", [upstream], python=PYTHON)
+    assert found.conflict
+    assert [p.name for p in found.providers] == ["asgiref"]
+    assert [u.version for u in found.upstream] == ["3.13.0"]
+    assert any("loads asgiref 3.13.0" in problem for problem in found.problems)
+    assert found.fix == (
+        (PYTHON, "-m", "pip", "uninstall", "-y", "asgiref"),
+        (PYTHON, "-m", "pip", "install", "--force-reinstall", "--no-deps", "asgire"),
+    )
+
+
+def test_upstream_installed_over_asgire(tmp_path: Path) -> None:
+    ours = install(tmp_path, "asgire", "0.1.0", OUR_FILES)
+    upstream = install(tmp_path, "asgiref", "3.13.0", UPSTREAM_FILES)
+    found = info.diagnose(tmp_path / "asgiref", [ours, upstream], python=PYTHON)
+    assert found.conflict
+    # Both RECORDs list the package; upstream's files are the ones on disk.
+    assert [p.name for p in found.providers] == ["asgiref"]
+    assert found.checked == 3
+    assert found.replaced == ("asgiref/sync.py",)
+    assert found.missing == ()
+    assert set(found.shared) == {
+        "asgiref/__init__.py",
+        "asgiref/sync.py",
+        "asgiref/py.typed",
+    }
+    text = "\n".join(found.problems)
+    assert "loads asgiref 3.13.0" in text
+    assert "asgiref/sync.py" in text
+    assert found.fix == (
+        (PYTHON, "-m", "pip", "uninstall", "-y", "asgiref"),
+        (
+            PYTHON, "-m", "pip", "install", "--force-reinstall", "--no-deps",
+            "asgire==0.1.0",
+        ),
+    )  # fmt: skip
+    assert any("override-dependencies" in advice for advice in found.prevent)
+
+
+def test_asgire_reinstalled_over_upstream_still_shares_its_files(
+    tmp_path: Path,
+) -> None:
+    # Upstream first, asgire second: our files are intact, but uninstalling or
+    # upgrading upstream would delete or replace them.
+    upstream = install(tmp_path, "asgiref", "3.13.0", UPSTREAM_FILES)
+    ours = install(tmp_path, "asgire", "0.1.0", OUR_FILES)
+    found = info.diagnose(tmp_path / "asgiref", [upstream, ours], python=PYTHON)
+    assert [p.name for p in found.providers] == ["asgire"]
+    assert (found.replaced, found.missing) == ((), ())
+    assert len(found.shared) == 3
+    assert found.conflict
+    assert any("also installed 3 of asgire's files" in p for p in found.problems)
+    assert [command[3] for command in found.fix] == ["uninstall", "install"]
+
+
+def test_upstream_elsewhere_but_asgire_imported_is_not_a_conflict(
+    tmp_path: Path,
+) -> None:
+    site, later_site = tmp_path / "site", tmp_path / "later"
+    ours = install(site, "asgire", "0.1.0", OUR_FILES)
+    upstream = install(later_site, "asgiref", "3.13.0", UPSTREAM_FILES)
+    found = info.diagnose(site / "asgiref", [ours, upstream], python=PYTHON)
+    assert not found.conflict, found.problems
+    assert [p.name for p in found.providers] == ["asgire"]
+    assert found.shared == ()
+    assert any("also installed" in note for note in found.notes)
+    # Removing the shadowed copy is still advised; nothing needs reinstalling.
+    assert found.fix == ((PYTHON, "-m", "pip", "uninstall", "-y", "asgiref"),)
+
+
+def test_deleted_file_is_reported_missing(tmp_path: Path) -> None:
+    ours = install(tmp_path, "asgire", "0.1.0", OUR_FILES)
+    (tmp_path / "asgiref" / "sync.py").unlink()
+    found = info.diagnose(tmp_path / "asgiref", [ours], python=PYTHON)
+    assert found.conflict
+    assert found.missing == ("asgiref/sync.py",)
+    assert found.fix == (
+        (
+            PYTHON, "-m", "pip", "install", "--force-reinstall", "--no-deps",
+            "asgire==0.1.0",
+        ),
+    )  # fmt: skip
+
+
+def test_missing_init_after_uninstalling_upstream(tmp_path: Path) -> None:
+    ours = install(tmp_path, "asgire", "0.1.0", OUR_FILES)
+    (tmp_path / "asgiref" / "__init__.py").unlink()
+    found = info.diagnose(tmp_path / "asgiref", [ours], python=PYTHON)
+    assert found.conflict
+    assert any("namespace package" in problem for problem in found.problems)
+    assert "asgiref/__init__.py" in found.missing
+
+
+def test_asgiref_not_importable(tmp_path: Path) -> None:
+    ours = install(tmp_path, "asgire", "0.1.0", OUR_FILES)
+    found = info.diagnose(None, [ours], python=PYTHON)
+    assert found.conflict
+    assert any("fails" in problem for problem in found.problems)
+
+
+def test_unrecorded_directory_shadowing_asgire(tmp_path: Path) -> None:
+    ours = install(tmp_path / "site", "asgire", "0.1.0", OUR_FILES)
+    stray = tmp_path / "project" / "asgiref"
+    stray.mkdir(parents=True)
+    (stray / "__init__.py").write_bytes(INIT)
+    found = info.diagnose(stray, [ours], python=PYTHON)
+    assert found.conflict
+    assert found.providers == ()
+    assert any("shadows asgire" in problem for problem in found.problems)
+    assert found.fix == ()
+
+
+def _editable(site: Path, source: Path) -> PathDistribution:
+    """An editable asgire: its RECORD lists a .pth file, not the package."""
+    (source / "asgiref").mkdir(parents=True)
+    (source / "asgiref" / "__init__.py").write_bytes(INIT)
+    site.mkdir(parents=True, exist_ok=True)
+    return install(
+        site,
+        "asgire",
+        "0.1.0",
+        {"_editable_impl_asgire.pth": f"{source}\n".encode()},
+        installer="uv",
+        direct_url={"url": source.as_uri(), "dir_info": {"editable": True}},
+    )
+
+
+def test_editable_asgire_is_recognised(tmp_path: Path) -> None:
+    ours = _editable(tmp_path / "site", tmp_path / "src")
+    found = info.diagnose(tmp_path / "src" / "asgiref", [ours], python=PYTHON)
+    assert not found.conflict, found.problems
+    assert [p.name for p in found.providers] == ["asgire"]
+    assert found.asgire is not None
+    assert found.asgire.editable
+
+
+def test_editable_finder_module_is_recognised(tmp_path: Path) -> None:
+    # Some backends record a finder module mapping names to source paths.
+    source = tmp_path / "src"
+    (source / "asgiref").mkdir(parents=True)
+    (source / "asgiref" / "__init__.py").write_bytes(INIT)
+    finder = f"MAPPING = {{'asgiref': {str(source / 'asgiref')!r}}}\n"
+    ours = install(
+        tmp_path / "site",
+        "asgire",
+        "0.1.0",
+        {
+            "__editable__.asgire-0.1.0.pth": b"import __editable___asgire_finder\n",
+            "__editable___asgire_finder.py": finder.encode(),
+        },
+        direct_url={"url": source.as_uri(), "dir_info": {"editable": True}},
+    )
+    found = info.diagnose(source / "asgiref", [ours], python=PYTHON)
+    assert [p.name for p in found.providers] == ["asgire"]
+    assert not found.conflict, found.problems
+
+
+def test_upstream_shadowing_editable_asgire(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    ours = _editable(site, tmp_path / "src")
+    upstream = install(site, "asgiref", "3.13.0", UPSTREAM_FILES, installer="uv")
+    found = info.diagnose(site / "asgiref", [ours, upstream], python=PYTHON)
+    assert found.conflict
+    assert [p.name for p in found.providers] == ["asgiref"]
+    # The sources are untouched: removing upstream is the whole fix.
+    assert found.fix == (("uv", "pip", "uninstall", "--python", PYTHON, "asgiref"),)
+    assert any("`uv sync`" in advice for advice in found.prevent)
+
+
+def test_fix_reinstalls_from_the_wheel_asgire_came_from(tmp_path: Path) -> None:
+    wheel = tmp_path / "asgire-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    site = tmp_path / "site"
+    ours = install(
+        site,
+        "asgire",
+        "0.1.0",
+        OUR_FILES,
+        installer="uv",
+        direct_url={"url": wheel.as_uri(), "archive_info": {}},
+    )
+    upstream = install(site, "asgiref", "3.13.0", UPSTREAM_FILES, installer="uv")
+    found = info.diagnose(site / "asgiref", [ours, upstream], python=PYTHON)
+    assert found.fix[-1] == (
+        "uv", "pip", "install", "--python", PYTHON, "--reinstall", "--no-deps",
+        f"asgire @ {wheel.as_uri()}",
+    )  # fmt: skip
+    wheel.unlink()  # gone: fall back to the released version
+    found = info.diagnose(site / "asgiref", [ours, upstream], python=PYTHON)
+    assert found.fix[-1][-1] == "asgire==0.1.0"
+
+
+def test_report_renders_problems_and_fix(tmp_path: Path) -> None:
+    ours = install(tmp_path, "asgire", "0.1.0", OUR_FILES)
+    upstream = install(tmp_path, "ASGIRef", "3.13.0", UPSTREAM_FILES)
+    found = info.diagnose(tmp_path / "asgiref", [ours, upstream], python=PYTHON)
+    python = info.python_facts()
+    text = info.to_text(found, python)
+    assert "PROBLEM:" in text
+    assert "3 of asgire's under asgiref/, 1 replaced or missing" in text
+    assert "CONFLICT" in text
+    assert f"{PYTHON} -m pip uninstall -y ASGIRef" in text
+    document = info.to_json(found, python)
+    assert document["ok"] is False
+    assert document["upstream"][0]["version"] == "3.13.0"
+    assert document["replaced_files"] == ["asgiref/sync.py"]
+    assert document["fix"][0] == [PYTHON, "-m", "pip", "uninstall", "-y", "ASGIRef"]
+    json.dumps(document)  # serialisable as is
+
+
+def test_python_facts_match_the_interpreter() -> None:
+    facts = info.python_facts()
+    assert facts["version"].startswith(f"{sys.version_info[0]}.{sys.version_info[1]}.")
+    assert facts["executable"] == sys.executable
+    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    expected = is_gil_enabled() if is_gil_enabled is not None else True
+    assert facts["gil_enabled"] is expected
+
+
+# The command line, in this (development) environment.
+
+
+def test_info_in_the_dev_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["info", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["ok"] is True, document["problems"]
+    assert [p["name"] for p in document["asgiref_import"]["provided_by"]] == ["asgire"]
+    assert document["python"]["executable"] == sys.executable
+    assert cli.main(["info"]) == 0
+    assert "OK: `import asgiref` runs asgire." in capsys.readouterr().out
+
+
+def test_python_dash_m_asgire_info(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "asgire", "info"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "provided by asgire" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["nope"], ["info", "--bogus"], ["--json", "info"], ["info", "x"]]
+)
+def test_usage_errors_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_help_documents_commands_and_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for text in ("info", "bench", "exit status", "conflict", "usage error"):
+        assert text in out
+    assert cli.main(["info", "--help"]) == 0
+    assert "--json" in capsys.readouterr().out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"asgire {version('asgire')}"
+
+
+def test_a_command_that_fails_to_import_does_not_break_the_others(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(
+        cli.COMMANDS, "bench", ("asgire._no_such_module", "summary", "description")
+    )
+    assert cli.main(["info"]) == 0
+    capsys.readouterr()
+    assert cli.main(["bench", "--json"]) == 1
+    err = capsys.readouterr().err
+    assert "unavailable" in err
+    assert "asgire._no_such_module" in err
+    assert cli.main(["bench", "--help"]) == 0
+    assert "UNAVAILABLE" in capsys.readouterr().out
+
+
+# For real: upstream asgiref installed over asgire's wheel in a fresh venv.
+
+
+def _uv() -> str:
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv is None:
+        pytest.skip("needs uv")
+    return uv
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
+    return subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def asgire_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    done = _run([_uv(), "build", "--wheel", "--quiet", "-o", str(out), str(ROOT)], out)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = out.glob("asgire-*.whl")
+    return wheel
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="upstream asgiref 3.13.0 needs Python 3.11+"
+)
+def test_upstream_installed_over_asgire_for_real(
+    asgire_wheel: Path, tmp_path: Path
+) -> None:
+    uv = _uv()
+    venv = tmp_path / "venv"
+    python = str(venv / "bin" / "python")
+    steps = [
+        [uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+        [uv, "pip", "install", "--quiet", "--python", python, str(asgire_wheel)],
+    ]
+    for step in steps:
+        done = _run(step, tmp_path)
+        assert done.returncode == 0, done.stderr
+    info_command = [python, "-m", "asgire", "info"]
+    done = _run(info_command, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    # What `pip install django` does to an environment that has asgire.
+    step = [uv, "pip", "install", "--quiet", "--python", python, "asgiref==3.13.0"]
+    done = _run(step, tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = _run(info_command, tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "CONFLICT" in done.stdout
+    assert "asgiref 3.13.0" in done.stdout
+    done = _run([*info_command, "--json"], tmp_path)
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["problems"]
+    assert report["shared_files"]
+    assert [u["version"] for u in report["upstream"]] == ["3.13.0"]
+
+    for command in report["fix"]:
+        argv = [uv, *command[1:]] if command[0] == "uv" else command
+        done = _run(argv, tmp_path)
+        assert done.returncode == 0, f"{argv}: {done.stderr}"
+    done = _run([*info_command, "--json"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["upstream"] == []
+    assert [p["name"] for p in report["asgiref_import"]["provided_by"]] == ["asgire"]
