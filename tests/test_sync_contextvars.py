@@ -1,0 +1,345 @@
+"""Context variables and the exception being handled, across both bridges."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+from asgiref.sync import async_to_sync, sync_to_async
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+user: contextvars.ContextVar[str] = contextvars.ContextVar("user")
+
+BOTH_MODES = pytest.mark.parametrize(
+    "thread_sensitive", [True, False], ids=["sensitive", "non-sensitive"]
+)
+
+
+def read(var: contextvars.ContextVar[str]) -> str:
+    return var.get("<unset>")
+
+
+# sync_to_async
+
+
+@BOTH_MODES
+async def test_sync_code_sees_the_callers_context(thread_sensitive: bool) -> None:
+    request_id.set("r1")
+    assert (
+        await sync_to_async(read, thread_sensitive=thread_sensitive)(request_id) == "r1"
+    )
+
+
+@BOTH_MODES
+async def test_changes_made_in_sync_code_reach_the_caller(
+    thread_sensitive: bool,
+) -> None:
+    request_id.set("before")
+
+    def change() -> None:
+        request_id.set("after")
+        user.set("alice")
+
+    await sync_to_async(change, thread_sensitive=thread_sensitive)()
+    assert (read(request_id), read(user)) == ("after", "alice")
+
+
+async def test_values_reset_in_sync_code_are_reset_for_the_caller() -> None:
+    request_id.set("kept")
+
+    def set_and_reset() -> None:
+        token = request_id.set("temporary")
+        request_id.reset(token)
+
+    await sync_to_async(set_and_reset)()
+    assert read(request_id) == "kept"
+
+
+async def test_changes_reach_only_the_awaiting_task() -> None:
+    request_id.set("parent")
+    changed = asyncio.Event()
+
+    def change() -> None:
+        request_id.set("changed")
+
+    async def changer() -> str:
+        await sync_to_async(change)()
+        changed.set()
+        return read(request_id)
+
+    async def bystander() -> str:
+        await changed.wait()
+        return read(request_id)
+
+    assert await asyncio.gather(changer(), bystander()) == ["changed", "parent"]
+    assert read(request_id) == "parent"
+
+
+@BOTH_MODES
+async def test_changes_made_before_an_exception_still_reach_the_caller(
+    thread_sensitive: bool,
+) -> None:
+    def change_then_fail() -> None:
+        request_id.set("changed")
+        raise LookupError
+
+    with pytest.raises(LookupError):
+        await sync_to_async(change_then_fail, thread_sensitive=thread_sensitive)()
+    assert read(request_id) == "changed"
+
+
+@BOTH_MODES
+async def test_given_context_is_used_instead_of_the_callers(
+    thread_sensitive: bool,
+) -> None:
+    request_id.set("caller")
+    given = contextvars.Context()
+    given.run(user.set, "from given")
+
+    def inspect_and_change() -> tuple[str, str]:
+        seen = read(request_id), read(user)
+        request_id.set("changed in given")
+        return seen
+
+    wrapper = sync_to_async(
+        inspect_and_change, thread_sensitive=thread_sensitive, context=given
+    )
+    assert await wrapper() == ("<unset>", "from given")
+    # Changes land in the given context, not in the caller's.
+    assert given[request_id] == "changed in given"
+    assert read(request_id) == "caller"
+
+
+async def test_given_context_accumulates_changes_across_calls() -> None:
+    given = contextvars.Context()
+    counter: contextvars.ContextVar[int] = contextvars.ContextVar("counter", default=0)
+
+    def bump() -> int:
+        counter.set(counter.get() + 1)
+        return counter.get()
+
+    wrapper = sync_to_async(bump, context=given)
+    assert [await wrapper(), await wrapper(), await wrapper()] == [1, 2, 3]
+    assert given[counter] == 3
+    assert counter.get() == 0
+
+
+# async_to_sync
+
+
+def test_async_code_sees_the_sync_callers_context() -> None:
+    request_id.set("sync caller")
+
+    async def inner() -> str:
+        return read(request_id)
+
+    assert async_to_sync(inner)() == "sync caller"
+
+
+def test_changes_made_in_async_code_reach_the_sync_caller() -> None:
+    request_id.set("before")
+
+    async def change() -> None:
+        await asyncio.sleep(0)
+        request_id.set("after")
+        user.set("bob")
+
+    async_to_sync(change)()
+    assert (read(request_id), read(user)) == ("after", "bob")
+
+
+def test_changes_made_before_an_async_exception_still_reach_the_caller() -> None:
+    async def change_then_fail() -> None:
+        request_id.set("changed")
+        raise LookupError
+
+    with pytest.raises(LookupError):
+        async_to_sync(change_then_fail)()
+    assert read(request_id) == "changed"
+
+
+def test_changes_made_in_tasks_spawned_by_the_coroutine_stay_there() -> None:
+    request_id.set("caller")
+
+    async def spawned() -> None:
+        request_id.set("task")
+
+    async def inner() -> None:
+        await asyncio.ensure_future(spawned())
+
+    async_to_sync(inner)()
+    assert read(request_id) == "caller"
+
+
+async def test_context_flows_both_ways_through_the_outer_loop() -> None:
+    request_id.set("top")
+
+    async def innermost() -> str:
+        seen = read(request_id)
+        request_id.set("innermost")
+        return seen
+
+    def middle() -> tuple[str, str]:
+        seen = async_to_sync(innermost)()
+        return seen, read(request_id)
+
+    assert await sync_to_async(middle)() == ("top", "innermost")
+    assert read(request_id) == "innermost"
+
+
+def test_context_flows_through_nested_frames() -> None:
+    request_id.set("0")
+
+    def bump_sync() -> None:
+        request_id.set(read(request_id) + ",sync")
+
+    async def level2() -> None:
+        request_id.set(read(request_id) + ",async2")
+        await sync_to_async(bump_sync)()
+
+    def level1() -> None:
+        request_id.set(read(request_id) + ",sync1")
+        async_to_sync(level2)()
+
+    async def level0() -> None:
+        request_id.set(read(request_id) + ",async0")
+        await sync_to_async(level1)()
+        await sync_to_async(bump_sync, thread_sensitive=False)()
+
+    async_to_sync(level0)()
+    assert read(request_id) == "0,async0,sync1,async2,sync,sync"
+
+
+def test_concurrent_sync_callers_keep_their_own_context() -> None:
+    barrier = threading.Barrier(3, timeout=10)
+
+    async def echo_later() -> str:
+        await asyncio.sleep(0)
+        return read(request_id)
+
+    def caller(name: str) -> tuple[str, str]:
+        request_id.set(name)
+        barrier.wait()
+        return async_to_sync(echo_later)(), read(request_id)
+
+    results: dict[str, tuple[str, str]] = {}
+    threads = [
+        threading.Thread(target=lambda n=n: results.__setitem__(n, caller(n)))
+        for n in ("a", "b", "c")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert results == {n: (n, n) for n in ("a", "b", "c")}
+
+
+# The exception being handled
+
+
+def current_exception() -> BaseException | None:
+    return sys.exc_info()[1]
+
+
+@BOTH_MODES
+async def test_sync_code_sees_the_exception_the_caller_is_handling(
+    thread_sensitive: bool,
+) -> None:
+    wrapper = sync_to_async(current_exception, thread_sensitive=thread_sensitive)
+    error = ValueError("being handled")
+    try:
+        raise error
+    except ValueError:
+        seen = await wrapper()
+    assert seen is error
+
+
+@BOTH_MODES
+async def test_sync_code_sees_no_exception_when_the_caller_handles_none(
+    thread_sensitive: bool,
+) -> None:
+    wrapper = sync_to_async(current_exception, thread_sensitive=thread_sensitive)
+    assert await wrapper() is None
+
+
+def test_async_code_sees_the_exception_the_sync_caller_is_handling() -> None:
+    async def inner() -> BaseException | None:
+        return sys.exc_info()[1]
+
+    error = ValueError("being handled")
+    try:
+        raise error
+    except ValueError:
+        seen = async_to_sync(inner)()
+    assert seen is error
+
+
+def test_async_code_sees_no_exception_when_the_caller_handles_none() -> None:
+    async def inner() -> BaseException | None:
+        return sys.exc_info()[1]
+
+    assert async_to_sync(inner)() is None
+
+
+async def test_exception_is_visible_through_the_outer_loop() -> None:
+    async def inner() -> BaseException | None:
+        return sys.exc_info()[1]
+
+    def middle() -> BaseException | None:
+        error = KeyError("in sync")
+        try:
+            raise error
+        except KeyError:
+            seen = async_to_sync(inner)()
+        return error if seen is error else seen
+
+    seen = await sync_to_async(middle)()
+    assert isinstance(seen, KeyError)
+
+
+async def test_errors_raised_while_handling_chain_to_the_handled_exception() -> None:
+    def fail() -> None:
+        raise LookupError("new")
+
+    error = ValueError("handled")
+    try:
+        raise error
+    except ValueError:
+        with pytest.raises(LookupError) as caught:
+            await sync_to_async(fail)()
+    assert caught.value.__context__ is error
+
+
+def test_async_errors_raised_while_handling_chain_to_the_handled_exception() -> None:
+    async def fail() -> None:
+        raise LookupError("new")
+
+    error = ValueError("handled")
+    try:
+        raise error
+    except ValueError:
+        with pytest.raises(LookupError) as caught:
+            async_to_sync(fail)()
+    assert caught.value.__context__ is error
+
+
+async def test_handled_exception_is_not_leaked_into_later_calls() -> None:
+    try:
+        raise ValueError("earlier")
+    except ValueError:
+        await sync_to_async(current_exception)()
+    assert await sync_to_async(current_exception)() is None
+
+
+def test_result_values_are_passed_through_unchanged() -> None:
+    marker: dict[str, Any] = {}
+
+    async def give() -> dict[str, Any]:
+        return marker
+
+    assert async_to_sync(give)() is marker
