@@ -1,0 +1,241 @@
+"""Cancelling a task that is waiting for sync code run by ``sync_to_async``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
+
+BOTH_MODES = pytest.mark.parametrize(
+    "thread_sensitive", [True, False], ids=["sensitive", "non-sensitive"]
+)
+
+
+@dataclass
+class Scenario:
+    """A sync function that calls back into async code, instrumented.
+
+    ``inner`` is the coroutine the sync function runs through
+    ``async_to_sync``; ``after_inner`` decides what the sync function does
+    with the outcome. The sync function then holds until ``proceed`` is set,
+    so the test can check the cancelled task is still waiting for it.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    inner_swallows: bool = False
+    after_inner: Callable[[Any, BaseException | None], Any] = lambda result, error: (
+        result
+    )
+    events: list[str] = field(default_factory=list)
+    inner_started: asyncio.Event = field(default_factory=asyncio.Event)
+    sync_holding: asyncio.Event = field(default_factory=asyncio.Event)
+    proceed: threading.Event = field(default_factory=threading.Event)
+    sync_saw: BaseException | None = None
+
+    async def inner(self) -> str:
+        self.inner_started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.events.append("inner cancelled")
+            if self.inner_swallows:
+                return "inner absorbed the cancellation"
+            raise
+        return "inner finished normally"
+
+    def sync_function(self) -> Any:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = async_to_sync(self.inner)()
+        except BaseException as exc:
+            error = exc
+        self.sync_saw = error
+        self.loop.call_soon_threadsafe(self.sync_holding.set)
+        assert self.proceed.wait(timeout=10)
+        self.events.append("sync function returned")
+        return self.after_inner(result, error)
+
+
+async def cancel_while_inner_runs(
+    scenario: Scenario, thread_sensitive: bool = True
+) -> asyncio.Future[Any]:
+    """Start the scenario, cancel it once the inner coroutine runs, and check
+    the task keeps waiting for the sync function before letting it finish."""
+    task = asyncio.ensure_future(
+        sync_to_async(scenario.sync_function, thread_sensitive=thread_sensitive)()
+    )
+    await scenario.inner_started.wait()
+    task.cancel()
+    try:
+        await asyncio.wait_for(scenario.sync_holding.wait(), timeout=10)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done(), "the task stopped waiting for the sync function"
+    finally:
+        scenario.proceed.set()
+    await asyncio.wait([task], timeout=10)
+    assert task.done()
+    return task
+
+
+def reraise(result: Any, error: BaseException | None) -> Any:
+    if error is not None:
+        raise error
+    return result
+
+
+@BOTH_MODES
+async def test_cancellation_reaches_the_inner_coroutine_and_the_task_is_cancelled(
+    thread_sensitive: bool,
+) -> None:
+    scenario = Scenario(asyncio.get_running_loop(), after_inner=reraise)
+    task = await cancel_while_inner_runs(scenario, thread_sensitive)
+    assert task.cancelled()
+    assert isinstance(scenario.sync_saw, asyncio.CancelledError)
+    assert scenario.events == ["inner cancelled", "sync function returned"]
+
+
+async def test_sync_function_that_absorbs_the_cancellation_decides_the_result() -> None:
+    def absorb(result: Any, error: BaseException | None) -> str:
+        assert isinstance(error, asyncio.CancelledError)
+        return "sync absorbed it"
+
+    scenario = Scenario(asyncio.get_running_loop(), after_inner=absorb)
+    task = await cancel_while_inner_runs(scenario)
+    assert not task.cancelled()
+    assert task.result() == "sync absorbed it"
+    assert scenario.events == ["inner cancelled", "sync function returned"]
+
+
+@BOTH_MODES
+async def test_inner_coroutine_that_absorbs_the_cancellation_lets_the_task_finish(
+    thread_sensitive: bool,
+) -> None:
+    scenario = Scenario(
+        asyncio.get_running_loop(),
+        inner_swallows=True,
+        after_inner=lambda result, error: f"sync got: {result}",
+    )
+    task = await cancel_while_inner_runs(scenario, thread_sensitive)
+    assert scenario.sync_saw is None
+    assert not task.cancelled()
+    assert task.result() == "sync got: inner absorbed the cancellation"
+    assert scenario.events == ["inner cancelled", "sync function returned"]
+
+
+async def test_error_raised_after_an_absorbed_cancellation_reaches_the_task() -> None:
+    def fail(result: Any, error: BaseException | None) -> None:
+        raise LookupError(result)
+
+    scenario = Scenario(
+        asyncio.get_running_loop(), inner_swallows=True, after_inner=fail
+    )
+    task = await cancel_while_inner_runs(scenario)
+    assert not task.cancelled()
+    error = task.exception()
+    assert isinstance(error, LookupError)
+    assert error.args == ("inner absorbed the cancellation",)
+
+
+async def test_cancellation_inside_a_thread_sensitive_context() -> None:
+    scenario = Scenario(asyncio.get_running_loop(), after_inner=reraise)
+
+    async def in_context() -> Any:
+        async with ThreadSensitiveContext():
+            return await sync_to_async(scenario.sync_function)()
+
+    task = asyncio.ensure_future(in_context())
+    await scenario.inner_started.wait()
+    task.cancel()
+    try:
+        await asyncio.wait_for(scenario.sync_holding.wait(), timeout=10)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()
+    finally:
+        scenario.proceed.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert scenario.events == ["inner cancelled", "sync function returned"]
+
+
+@BOTH_MODES
+async def test_without_async_callbacks_the_task_is_cancelled_at_once(
+    thread_sensitive: bool,
+) -> None:
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    finished = asyncio.Event()
+    proceed = threading.Event()
+
+    def blocking() -> str:
+        loop.call_soon_threadsafe(started.set)
+        try:
+            assert proceed.wait(timeout=10)
+            return "finished"
+        finally:
+            loop.call_soon_threadsafe(finished.set)
+
+    task = asyncio.ensure_future(
+        sync_to_async(blocking, thread_sensitive=thread_sensitive)()
+    )
+    await started.wait()
+    task.cancel()
+    try:
+        # The task does not wait for the sync function, which keeps running.
+        await asyncio.wait([task], timeout=10)
+        assert task.cancelled()
+    finally:
+        proceed.set()
+    await asyncio.wait_for(finished.wait(), timeout=10)
+
+
+async def test_cancelled_thread_sensitive_call_leaves_the_single_thread_usable() -> (
+    None
+):
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    proceed = threading.Event()
+
+    def blocking() -> None:
+        loop.call_soon_threadsafe(started.set)
+        assert proceed.wait(timeout=10)
+
+    task = asyncio.ensure_future(sync_to_async(blocking)())
+    await started.wait()
+    task.cancel()
+    await asyncio.wait([task], timeout=10)
+    proceed.set()
+    # The abandoned call finishes in the background and the single thread
+    # goes on serving new calls.
+    assert await sync_to_async(lambda: "usable")() == "usable"
+
+
+async def test_cancelling_before_the_sync_function_starts() -> None:
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    proceed = threading.Event()
+    ran: list[str] = []
+
+    def occupy() -> None:
+        loop.call_soon_threadsafe(started.set)
+        assert proceed.wait(timeout=10)
+
+    occupier = asyncio.ensure_future(sync_to_async(occupy)())
+    await started.wait()
+    queued = asyncio.ensure_future(sync_to_async(ran.append)("queued ran"))
+    await asyncio.sleep(0)
+    queued.cancel()
+    await asyncio.wait([queued], timeout=10)
+    assert queued.cancelled()
+    proceed.set()
+    await occupier
+    # The cancelled call was still queued, so it never starts.
+    assert await sync_to_async(lambda: list(ran))() == []
