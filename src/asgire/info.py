@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -29,7 +30,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 OURS = "asgire"
@@ -165,12 +166,12 @@ def diagnose(
             checked += 1
             state = _check(ours, entry)
             if state == "missing":
-                missing.append(str(entry))
+                missing.append(str(entry.path))
             elif state == "replaced":
-                replaced.append(str(entry))
+                replaced.append(str(entry.path))
             sharer = claimed_by_others.get(_resolve(ours, entry))
             if sharer is not None:
-                shared.append(str(entry))
+                shared.append(str(entry.path))
                 sharers[normalize(sharer.name)] = sharer
 
     problems: list[str] = []
@@ -329,39 +330,65 @@ def _requirement(
     return f"{dist.name} @ {url}"
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """One row of a RECORD file."""
+
+    path: PurePosixPath
+    #: ``(algorithm, urlsafe-base64 digest)``, or None for unhashed rows.
+    hash: tuple[str, str] | None
+
+
+def _record(dist: importlib.metadata.Distribution) -> list[_Entry]:
+    """Every row of ``dist``'s RECORD.
+
+    Read directly because ``Distribution.files`` leaves out files that no
+    longer exist on Python 3.12+, and missing files are what we look for.
+    """
+    entries = []
+    for row in csv.reader((dist.read_text("RECORD") or "").splitlines()):
+        if not row or not row[0]:
+            continue
+        algorithm, _, digest = (row[1] if len(row) > 1 else "").partition("=")
+        hashed = (algorithm, digest) if algorithm and digest else None
+        entries.append(_Entry(PurePosixPath(row[0]), hashed))
+    return entries
+
+
 def _package_entries(
     dist: importlib.metadata.Distribution, *, hashed_only: bool
-) -> list[importlib.metadata.PackagePath]:
+) -> list[_Entry]:
     return [
         entry
-        for entry in dist.files or ()
-        if entry.parts[:1] == (PACKAGE,)
-        and "__pycache__" not in entry.parts
+        for entry in _record(dist)
+        if entry.path.parts[:1] == (PACKAGE,)
+        and "__pycache__" not in entry.path.parts
         and (entry.hash is not None or not hashed_only)
     ]
 
 
-def _resolve(
-    dist: importlib.metadata.Distribution, entry: importlib.metadata.PackagePath
-) -> Path:
-    return Path(str(dist.locate_file(entry))).resolve()
+def _locate(dist: importlib.metadata.Distribution, entry: _Entry) -> Path:
+    return Path(str(dist.locate_file(str(entry.path))))
 
 
-def _check(
-    dist: importlib.metadata.Distribution, entry: importlib.metadata.PackagePath
-) -> str:
+def _resolve(dist: importlib.metadata.Distribution, entry: _Entry) -> Path:
+    return _locate(dist, entry).resolve()
+
+
+def _check(dist: importlib.metadata.Distribution, entry: _Entry) -> str:
     """``"ok"``, ``"replaced"`` or ``"missing"`` for one hashed RECORD entry."""
     assert entry.hash is not None
+    algorithm, expected = entry.hash
     try:
-        content = Path(str(dist.locate_file(entry))).read_bytes()
+        content = _locate(dist, entry).read_bytes()
     except OSError:
         return "missing"
     try:
-        digest = hashlib.new(entry.hash.mode, content).digest()
+        digest = hashlib.new(algorithm, content).digest()
     except ValueError:
         return "ok"  # an algorithm this Python lacks: nothing to compare with
     encoded = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-    return "ok" if encoded == entry.hash.value else "replaced"
+    return "ok" if encoded == expected else "replaced"
 
 
 def _intact(dist: importlib.metadata.Distribution) -> bool:
@@ -377,7 +404,7 @@ def _backs(
     """Whether ``dist`` installed the package directory ``asgiref_dir``."""
     target = asgiref_dir.resolve()
     for entry in _package_entries(dist, hashed_only=False):
-        if len(entry.parts) == 2 and _resolve(dist, entry).parent == target:
+        if len(entry.path.parts) == 2 and _resolve(dist, entry).parent == target:
             return True
     if info.editable:
         return any(target in (root, root / PACKAGE) for root in _editable_roots(dist))
@@ -396,16 +423,14 @@ def _editable_roots(dist: importlib.metadata.Distribution) -> list[Path]:
     any absolute directory named in those top-level files is a candidate.
     """
     roots: list[Path] = []
-    for entry in dist.files or ():
-        if len(entry.parts) != 1 or entry.suffix not in (".pth", ".py"):
+    for entry in _record(dist):
+        if len(entry.path.parts) != 1 or entry.path.suffix not in (".pth", ".py"):
             continue
         try:
-            text = Path(str(dist.locate_file(entry))).read_text(
-                encoding="utf-8", errors="replace"
-            )
+            text = _locate(dist, entry).read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
-        candidates = text.splitlines() if entry.suffix == ".pth" else []
+        candidates = text.splitlines() if entry.path.suffix == ".pth" else []
         candidates += _QUOTED.findall(text)
         for candidate in candidates:
             candidate = candidate.strip()
