@@ -323,14 +323,7 @@ def test_info_in_the_dev_environment(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_python_dash_m_asgire_info(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "asgire", "info"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run([sys.executable, "-m", "asgire", "info"], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "provided by asgire" in done.stdout
 
