@@ -14,7 +14,7 @@ import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
-from typing import Protocol, cast
+from typing import NamedTuple, Protocol, cast
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -71,16 +71,16 @@ def _chosen(argv: Sequence[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
-def build_parser(
-    argv: Sequence[str],
-) -> tuple[
-    argparse.ArgumentParser, dict[str, argparse.ArgumentParser], Exception | None
-]:
-    """The parser for ``argv``, with the chosen command's options loaded.
+class Cli(NamedTuple):
+    parser: argparse.ArgumentParser
+    #: Each command's own parser, for errors shown with that command's usage.
+    command_parsers: dict[str, argparse.ArgumentParser]
+    #: Why the chosen command could not be imported, if it could not.
+    load_error: Exception | None
 
-    Also returns each command's own parser, and the error that prevented
-    loading the chosen command, if any.
-    """
+
+def build_parser(argv: Sequence[str]) -> Cli:
+    """The parser for ``argv``, with the options of the command it names loaded."""
     parser = argparse.ArgumentParser(
         prog="python -m asgire",
         description="Tools for asgire, the drop-in replacement for asgiref.",
@@ -94,6 +94,7 @@ def build_parser(
     chosen = _chosen(argv)
     command_parsers: dict[str, argparse.ArgumentParser] = {}
     load_error: Exception | None = None
+    command: Command | None = None
     for name, (module_name, summary, description) in COMMANDS.items():
         if name == chosen:
             try:
@@ -103,10 +104,10 @@ def build_parser(
                 description += f" UNAVAILABLE here: {_describe_error(module_name, exc)}"
         sub = subparsers.add_parser(name, help=summary, description=description)
         command_parsers[name] = sub
-        if name == chosen and load_error is None:
+        if name == chosen and command is not None:
             command.add_arguments(sub)
             sub.set_defaults(handler=command.run)
-    return parser, command_parsers, load_error
+    return Cli(parser, command_parsers, load_error)
 
 
 def _describe_error(module_name: str, exc: Exception) -> str:
