@@ -1,0 +1,179 @@
+"""Starting, probing and stopping the servers the integration tests talk to."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT = Path(__file__).resolve().parent
+STARTUP_LIMIT = 60.0
+STOP_LIMIT = 30.0
+
+
+@dataclass
+class Shutdown:
+    returncode: int | None  # None: it had to be killed
+    threads_left: list[str] | None  # None: it never wrote its report
+
+
+@dataclass
+class Server:
+    kind: str
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    port: int = 0
+    db: Path | None = None
+    shutdown: Shutdown | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return (self.workdir / "server.log").read_text(errors="replace")
+
+    def peak_rss_kib(self) -> int:
+        """The server's peak resident memory (VmHWM), in KiB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise LookupError("no VmHWM in /proc status")
+
+    def reset_peak_rss(self) -> bool:
+        """Restart the kernel's peak-RSS count for the server, where allowed."""
+        try:
+            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Query the server's database directly, bypassing the code under test."""
+        assert self.db is not None
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30) as db:
+            return db.execute(sql, params).fetchall()
+
+    def stop(self) -> Shutdown:
+        if self.shutdown is not None:
+            return self.shutdown
+        returncode: int | None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            returncode = self.process.wait(timeout=STOP_LIMIT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=STOP_LIMIT)
+            returncode = None
+        report = self.workdir / "state" / "threads.json"
+        threads = json.loads(report.read_text()) if report.exists() else None
+        self.shutdown = Shutdown(returncode, threads)
+        return self.shutdown
+
+
+def _wait_for_port(server: Server) -> int:
+    port_file = server.workdir / "state" / "port"
+    deadline = time.monotonic() + STARTUP_LIMIT
+    while not port_file.exists():
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{server.kind} did not start:\n{server.log()}")
+        time.sleep(0.05)
+    return int(port_file.read_text())
+
+
+def _wait_until_answering(server: Server) -> None:
+    """Wait for any HTTP response: the application has been imported by then."""
+    deadline = time.monotonic() + STARTUP_LIMIT
+    while True:
+        try:
+            with socket.create_connection(
+                ("127.0.0.1", server.port), timeout=5
+            ) as conn:
+                conn.sendall(b"GET /__probe__ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                if conn.recv(16).startswith(b"HTTP/1."):
+                    return
+        except OSError:
+            pass
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{server.kind} never answered:\n{server.log()}")
+        time.sleep(0.1)
+
+
+def start_server(
+    kind: str, app: str, workdir: Path, *, db: Path | None = None
+) -> Server:
+    """Start ``serve.py`` in a child process and wait until it answers HTTP."""
+    (workdir / "state").mkdir(parents=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT),
+        "PYTHONUNBUFFERED": "1",
+        "DJANGO_SETTINGS_MODULE": "demo_site.settings",
+    }
+    if db is not None:
+        env["DEMO_DB"] = str(db)
+    with (workdir / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(PROJECT / "serve.py"),
+                kind,
+                app,
+                str(workdir / "state"),
+            ],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(kind, process, workdir, db=db)
+    try:
+        server.port = _wait_for_port(server)
+        _wait_until_answering(server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def migrated_database(path: Path) -> Path:
+    """Create a migrated SQLite database with user alice (password wonderland)."""
+    script = (
+        "import django; django.setup()\n"
+        "from django.core.management import call_command\n"
+        "from django.contrib.auth.models import User\n"
+        "call_command('migrate', verbosity=0)\n"
+        "User.objects.create_user('alice', password='wonderland')\n"
+        "from django.db import connection; connection.close()\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT),
+        "DJANGO_SETTINGS_MODULE": "demo_site.settings",
+        "DEMO_DB": str(path),
+    }
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
+    return path
+
+
+def copy_database(template: Path, target: Path) -> Path:
+    # The template is closed and checkpointed, so the main file is the whole
+    # database.
+    shutil.copyfile(template, target)
+    return target
