@@ -29,7 +29,7 @@ import sysconfig
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -82,7 +82,7 @@ class Diagnosis:
     #: Shell commands (argument lists) that repair the environment, in order.
     fix: tuple[tuple[str, ...], ...] = ()
     #: Advice on keeping upstream from coming back.
-    prevent: tuple[str, ...] = field(default=())
+    prevent: tuple[str, ...] = ()
 
     @property
     def conflict(self) -> bool:
