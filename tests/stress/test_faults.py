@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import importlib
 import os
 import sys
 import threading
@@ -31,11 +32,13 @@ pytestmark = pytest.mark.stress
 
 base_exception_group: Any
 if sys.version_info >= (3, 11):
-    base_exception_group = BaseExceptionGroup
+    base_exception_group = BaseExceptionGroup  # noqa: F821 - builtin from 3.11
 else:
-    try:
-        from exceptiongroup import BaseExceptionGroup as base_exception_group
-    except ImportError:  # pytest depends on it before 3.11, but be explicit
+    try:  # the backport pytest itself depends on before 3.11
+        base_exception_group = importlib.import_module(
+            "exceptiongroup"
+        ).BaseExceptionGroup
+    except ImportError:
         base_exception_group = None
 
 
@@ -191,7 +194,8 @@ def test_exception_reaches_caller_unchanged(kind: str, route: str) -> None:
     frames = [frame.name for frame in traceback.extract_tb(caught.__traceback__)]
     assert raiser in frames, f"raising frame missing from traceback: {frames}"
     if base_exception_group is not None and isinstance(caught, base_exception_group):
-        flat = caught.exceptions[1].exceptions  # type: ignore[union-attr]
+        group: Any = caught
+        flat = group.exceptions[1].exceptions
         assert [type(e) for e in flat] == [KeyError, CustomBaseException]
 
 
