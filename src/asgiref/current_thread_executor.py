@@ -1,0 +1,114 @@
+"""An executor that runs work on the thread that created it.
+
+``async_to_sync`` blocks a sync thread while a coroutine runs elsewhere. If
+that coroutine calls thread-sensitive sync code, the code must run on the
+blocked thread, so the thread does not just wait: it waits *in*
+``CurrentThreadExecutor.run_until_future``, running whatever work other
+threads submit until the future it is waiting for completes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from queue import SimpleQueue
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+__all__ = ["CurrentThreadExecutor"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _Runnable(Protocol):
+    def run(self) -> None: ...
+
+
+class _WorkItem:
+    """A ``submit()`` call waiting for the executor's thread."""
+
+    __slots__ = ("args", "fn", "future", "kwargs")
+
+    def __init__(
+        self,
+        future: Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+
+    def run(self) -> None:
+        __traceback_hide__ = True  # noqa: F841  # hidden in Django's debug pages
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            result = self.fn(*self.args, **self.kwargs)
+        except BaseException as exc:
+            self.future.set_exception(exc)
+        else:
+            self.future.set_result(result)
+
+
+class CurrentThreadExecutor(Executor):
+    """Run submitted callables on the thread that created this executor.
+
+    The creating thread must call ``run_until_future(future)``; submitted work
+    runs there, in submission order, until ``future`` is done. After that the
+    executor is finished, and work submitted to it goes to ``old_executor``
+    (the executor of an enclosing wait on the same thread), or raises
+    ``RuntimeError`` when there is none.
+    """
+
+    def __init__(self, old_executor: CurrentThreadExecutor | None) -> None:
+        self._work_thread = threading.current_thread()
+        self._old_executor = old_executor
+        # None in the queue tells the waiting thread to stop; it is queued
+        # once, under the lock, when the future completes, so nothing can be
+        # queued behind it.
+        self._work_items: SimpleQueue[_Runnable | None] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._broken = False
+
+    def run_until_future(self, future: Future[Any]) -> None:
+        """Run submitted work on this thread until ``future`` is done."""
+        if threading.current_thread() is not self._work_thread:
+            raise RuntimeError(
+                "You cannot run CurrentThreadExecutor from a different thread"
+            )
+        future.add_done_callback(self._finish)
+        get = self._work_items.get
+        while (work_item := get()) is not None:
+            work_item.run()
+            del work_item  # do not keep the last item's result alive while idle
+
+    def _finish(self, _: Future[Any]) -> None:
+        with self._lock:
+            self._broken = True
+            self._work_items.put(None)
+
+    def _enqueue(self, work_item: _Runnable) -> None:
+        """Queue ``work_item`` on the innermost executor still waiting."""
+        executor: CurrentThreadExecutor | None = self
+        while executor is not None:
+            with executor._lock:
+                if not executor._broken:
+                    executor._work_items.put(work_item)
+                    return
+            executor = executor._old_executor
+        raise RuntimeError("CurrentThreadExecutor already quit or is broken")
+
+    def submit(
+        self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> Future[_R]:
+        if threading.current_thread() is self._work_thread:
+            raise RuntimeError(
+                "You cannot submit onto CurrentThreadExecutor from its own thread"
+            )
+        future: Future[_R] = Future()
+        self._enqueue(_WorkItem(future, fn, args, kwargs))
+        return future

@@ -1,0 +1,1143 @@
+"""Bridges between sync and async code: ``sync_to_async`` and ``async_to_sync``.
+
+A crossing in either direction is a thread hop, so its cost is mostly what it
+takes to wake one thread from another. Everything here is arranged so that a
+crossing adds as little as possible to that:
+
+- ``sync_to_async`` hands the executor a small ``_SyncCall`` and the worker
+  posts the outcome straight back to the event loop with
+  ``call_soon_threadsafe``. For the executors it knows (the stdlib
+  ``ThreadPoolExecutor`` and ``CurrentThreadExecutor``) it queues the call
+  directly instead of going through ``submit()``, which saves building a
+  ``concurrent.futures.Future`` and wrapping it in an ``asyncio`` one.
+- Context variables are copied to the worker and merged back only if the sync
+  code changed one (comparing two contexts is O(1) when nothing changed).
+- ``async_to_sync`` from a plain sync thread still gets a fresh event loop per
+  call, as upstream promises, but the thread that runs the loop comes from a
+  cache of idle threads instead of being started for every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import inspect
+import os
+import sys
+import threading
+import warnings
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import thread as _cf_thread
+from queue import Empty, SimpleQueue
+from types import FunctionType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    ParamSpec,
+    TypeVar,
+    cast,
+    overload,
+)
+
+from .current_thread_executor import CurrentThreadExecutor
+from .local import Local, _DefaultLocal, adopt_affinity, current_affinity
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+
+__all__ = [
+    "AsyncSingleThreadContext",
+    "AsyncToSync",
+    "SyncToAsync",
+    "ThreadSensitiveContext",
+    "async_to_sync",
+    "iscoroutinefunction",
+    "markcoroutinefunction",
+    "sync_to_async",
+]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+# Unlike asyncio.get_running_loop(), returns None instead of raising.
+_get_running_loop = asyncio._get_running_loop
+_MISSING: Any = object()
+
+
+# -- Recognising coroutine functions -------------------------------------------
+#
+# Python 3.12 added inspect.markcoroutinefunction() and taught
+# inspect.iscoroutinefunction() to honour it; before that only
+# asyncio.iscoroutinefunction() knew a (different) marker.
+
+if sys.version_info >= (3, 12):
+    iscoroutinefunction = inspect.iscoroutinefunction
+    markcoroutinefunction: Callable[[_F], _F] = inspect.markcoroutinefunction
+
+    def _marker_probe() -> None: ...
+
+    markcoroutinefunction(_marker_probe)
+    _MARKER_NAME = "_is_coroutine_marker"
+    _MARKER_VALUE: object = getattr(_marker_probe, _MARKER_NAME)
+else:
+    import asyncio.coroutines
+
+    iscoroutinefunction = asyncio.iscoroutinefunction
+    _MARKER_NAME = "_is_coroutine"
+    _MARKER_VALUE = vars(asyncio.coroutines)["_is_coroutine"]
+
+    def markcoroutinefunction(func: _F) -> _F:
+        """Make ``iscoroutinefunction(func)`` true; returns ``func``."""
+        setattr(func, _MARKER_NAME, _MARKER_VALUE)
+        return func
+
+
+def _is_async_callable(func: Any) -> bool:
+    """Whether ``func`` or its ``__call__`` is a coroutine function."""
+    if type(func) is FunctionType:
+        # The common case, without inspect's unwrapping machinery.
+        return bool(func.__code__.co_flags & inspect.CO_COROUTINE) or (
+            getattr(func, _MARKER_NAME, None) is _MARKER_VALUE
+        )
+    return iscoroutinefunction(func) or iscoroutinefunction(
+        getattr(func, "__call__", func)  # noqa: B004  # the method, not callability
+    )
+
+
+class _CoroutineMarker:
+    """Marks instances, not the class itself, as coroutine functions."""
+
+    def __get__(self, instance: object, owner: type | None = None) -> object:
+        if instance is None:
+            raise AttributeError(_MARKER_NAME)
+        return _MARKER_VALUE
+
+
+def _copy_metadata(wrapper: object, wrapped: object) -> None:
+    """``functools.update_wrapper`` for instances, at a fraction of its cost."""
+    namespace = wrapper.__dict__
+    for name in functools.WRAPPER_ASSIGNMENTS:
+        value = getattr(wrapped, name, _MISSING)
+        if value is not _MISSING:
+            namespace[name] = value
+    extra = getattr(wrapped, "__dict__", None)
+    if extra:
+        namespace.update(extra)
+    namespace["__wrapped__"] = wrapped
+
+
+# -- Context variables ---------------------------------------------------------
+
+
+def _merge_context(changed: contextvars.Context, baseline: contextvars.Context) -> None:
+    """Apply to the current context what ``changed`` sets differently.
+
+    ``baseline`` is a copy taken when ``changed`` was: when nothing was set in
+    between, the two compare equal in O(1) and there is nothing to do.
+    """
+    if changed == baseline:
+        return
+    for var, value in changed.items():
+        if var.get(_MISSING) is not value:
+            var.set(value)
+
+
+def _raise_then_call(
+    exception: BaseException, func: Callable[..., _R], *args: Any, **kwargs: Any
+) -> _R:
+    """Call ``func`` while ``exception`` is being handled, so that
+    ``sys.exc_info()`` inside it matches the caller's."""
+    __traceback_hide__ = True  # noqa: F841
+    try:
+        raise exception
+    except BaseException:
+        return func(*args, **kwargs)
+
+
+# -- Handing work to executors --------------------------------------------------
+#
+# A ThreadPoolExecutor's workers run any queued object that has a run()
+# method (and, on 3.14, accept an argument). Queuing our own call object
+# skips submit()'s Future, and our call reports its outcome to the event loop
+# itself. This is done only for the exact stdlib class with the stdlib
+# submit(): subclasses and instrumented executors go through submit().
+
+_POOL_SUBMIT = ThreadPoolExecutor.submit
+_POOL_INTERNALS = all(
+    hasattr(ThreadPoolExecutor(max_workers=1), name)
+    for name in ("_work_queue", "_shutdown_lock", "_shutdown", "_broken", "_threads")
+) and hasattr(_cf_thread, "_global_shutdown_lock")
+
+
+def _queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
+    """Queue ``item`` on ``pool`` the way ``submit()`` would; False if it can't."""
+    if not _POOL_INTERNALS or ThreadPoolExecutor.submit is not _POOL_SUBMIT:
+        return False
+    with pool._shutdown_lock, _cf_thread._global_shutdown_lock:  # type: ignore[attr-defined]
+        if pool._broken or pool._shutdown or _cf_thread._shutdown:  # type: ignore[attr-defined]
+            return False  # submit() raises the right error
+        pool._work_queue.put(item)  # type: ignore[attr-defined]
+        # Once every worker exists there is no thread to add; skipping the
+        # check saves acquiring the pool's idle semaphore on every call.
+        if len(pool._threads) < pool._max_workers:  # type: ignore[attr-defined]
+            pool._adjust_thread_count()  # type: ignore[attr-defined]
+    return True
+
+
+class _SyncCall:
+    """One ``sync_to_async`` call on its way through an executor.
+
+    The worker thread calls ``run()``; the outcome comes back through
+    ``loop.call_soon_threadsafe`` and completes ``waiter``, which the calling
+    task awaits. The outcome lives here rather than in the waiter, so that the
+    caller can stop waiting (cancellation) and still collect it later.
+    """
+
+    __slots__ = (
+        "args",
+        "context",
+        "exception",
+        "func",
+        "kwargs",
+        "loop",
+        "ok",
+        "result",
+        "settled",
+        "task_context",
+        "token",
+        "unclaimed",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        context: contextvars.Context,
+        exception: BaseException | None,
+    ) -> None:
+        self.loop = loop
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.context = context
+        self.exception = exception
+        self.token = current_affinity()
+        self.task_context: list[asyncio.Task[Any]] = []
+        self.waiter: asyncio.Future[None] = loop.create_future()
+        self.settled = False
+        self.ok = False
+        self.result: Any = None
+        # Whoever pops the one element first owns the call: the worker, to run
+        # it, or the caller, to cancel it before it starts. list.pop() is
+        # atomic, on free-threaded builds too.
+        self.unclaimed = [None]
+
+    @property
+    def future(self) -> _SyncCall:
+        # ThreadPoolExecutor.shutdown(cancel_futures=True) and a broken pool
+        # reach queued items through ``item.future``.
+        return self
+
+    def cancel(self) -> bool:
+        """Stop the call from starting; False if a worker already took it."""
+        try:
+            self.unclaimed.pop()
+        except IndexError:
+            return False
+        self._report(False, asyncio.CancelledError())
+        return True
+
+    def set_exception(self, exception: BaseException) -> None:
+        """A pool that broke before running the call reports it here."""
+        try:
+            self.unclaimed.pop()
+        except IndexError:
+            return
+        self._report(False, exception)
+
+    def run(self, *_: object) -> None:
+        """Run the sync function on this (worker) thread."""
+        __traceback_hide__ = True  # noqa: F841
+        try:
+            self.unclaimed.pop()
+        except IndexError:
+            return  # cancelled before it started
+        # async_to_sync inside the function finds its way back to our loop
+        # through the thread-local; nested calls on this thread restore it.
+        state = SyncToAsync.threadlocal.__dict__
+        saved = (
+            state.get("main_event_loop", _MISSING),
+            state.get("main_event_loop_pid", _MISSING),
+            state.get("task_context", _MISSING),
+        )
+        state["main_event_loop"] = self.loop
+        state["main_event_loop_pid"] = os.getpid()
+        state["task_context"] = self.task_context
+        token = adopt_affinity(self.token)
+        try:
+            if self.exception is None:
+                result = self.context.run(self.func, *self.args, **self.kwargs)
+            else:
+                result = self.context.run(
+                    _raise_then_call,
+                    self.exception,
+                    self.func,
+                    *self.args,
+                    **self.kwargs,
+                )
+        except BaseException as exc:
+            ok, result = False, exc
+        else:
+            ok = True
+        finally:
+            adopt_affinity(token)
+            for key, value in zip(
+                ("main_event_loop", "main_event_loop_pid", "task_context"),
+                saved,
+                strict=True,
+            ):
+                if value is _MISSING:
+                    state.pop(key, None)
+                else:
+                    state[key] = value
+        self._report(ok, result)
+
+    def _report(self, ok: bool, result: Any) -> None:
+        # A closed loop raises RuntimeError: nobody is left waiting for this.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._settle, ok, result)
+
+    def _settle(self, ok: bool, result: Any) -> None:
+        self.settled = True
+        self.ok = ok
+        self.result = result
+        if not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def executor_done(self, future: Future[Any] | asyncio.Future[Any]) -> None:
+        """Done-callback for executors reached through ``submit()``: report a
+        call that the executor dropped (cancelled, or failed) without running."""
+        if future.cancelled():
+            self.set_exception(asyncio.CancelledError())
+        elif (exception := future.exception()) is not None:
+            self.set_exception(exception)
+
+    def outcome(self) -> Any:
+        """Return the result or raise the exception of a settled call."""
+        __traceback_hide__ = True  # noqa: F841
+        if self.ok:
+            return self.result
+        exception = self.result
+        self.result = None  # no reference cycle through the traceback
+        try:
+            raise exception
+        finally:
+            del exception
+
+
+def _start(
+    call: _SyncCall, executor: Executor | None, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Hand ``call`` to ``executor`` (None: the loop's default executor)."""
+    kind = type(executor)
+    if kind is CurrentThreadExecutor:
+        cast("CurrentThreadExecutor", executor)._enqueue(call)
+        return
+    if executor is None:
+        default = getattr(loop, "_default_executor", None)
+        if (
+            type(default) is ThreadPoolExecutor
+            and not getattr(loop, "_executor_shutdown_called", True)
+            and _queue_on_pool(default, call)
+        ):
+            return
+        loop.run_in_executor(None, call.run).add_done_callback(call.executor_done)
+        return
+    if kind is ThreadPoolExecutor and _queue_on_pool(
+        cast("ThreadPoolExecutor", executor), call
+    ):
+        return
+    executor.submit(call.run).add_done_callback(call.executor_done)
+
+
+# -- Thread-sensitive contexts ---------------------------------------------------
+
+
+class ThreadSensitiveContext:
+    """Give thread-sensitive ``sync_to_async`` calls their own thread.
+
+    ``async with ThreadSensitiveContext():`` makes thread-sensitive calls in
+    the block (and in tasks it creates) run on one thread dedicated to the
+    block instead of the process-wide one; the thread is joined on exit
+    without blocking the event loop. Only the outermost such block counts.
+
+    ``ThreadSensitiveContext(executor=...)`` uses the given executor (which
+    must run one call at a time on one thread) for the block, even inside
+    another context or ``async_to_sync`` call, and restores the enclosing
+    choice on exit. The executor stays the caller's: it is not shut down. Such
+    a context can be entered only once; tasks created in it must finish
+    before it exits, or their later thread-sensitive calls raise
+    ``RuntimeError``.
+    """
+
+    def __init__(self, *, executor: Executor | None = None) -> None:
+        self._executor = executor
+        self.token: contextvars.Token[ThreadSensitiveContext] | None = None
+        self._old_executor: CurrentThreadExecutor | None = None
+        self._exited = False
+
+    async def __aenter__(self) -> ThreadSensitiveContext:
+        if self._executor is None:
+            if SyncToAsync.thread_sensitive_context.get(None) is None:
+                self.token = SyncToAsync.thread_sensitive_context.set(self)
+            return self
+        if self.token is not None:
+            raise RuntimeError("ThreadSensitiveContext is already entered")
+        if self._exited:
+            raise RuntimeError(
+                "ThreadSensitiveContext with an executor cannot be entered again"
+            )
+        self.token = SyncToAsync.thread_sensitive_context.set(self)
+        SyncToAsync.context_to_thread_executor[self] = self._executor
+        # A waiting async_to_sync frame would otherwise take priority over the
+        # given executor. Work sent to that executor from code nested in a new
+        # async_to_sync goes to the new frame's own executor instead: the
+        # given executor's one thread may be the one waiting.
+        self._old_executor = _current_thread_executor()
+        AsyncToSync.executors.current = None
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.token is None:
+            return
+        executor = SyncToAsync.context_to_thread_executor.pop(self, None)
+        SyncToAsync.thread_sensitive_context.reset(self.token)
+        self.token = None
+        if self._executor is not None:
+            AsyncToSync.executors.current = self._old_executor
+            self._old_executor = None
+            self._exited = True
+            return
+        if executor is not None:
+            await _retire(executor)
+
+
+async def _retire(executor: Executor) -> None:
+    """Shut ``executor`` down and join its thread without blocking the loop.
+
+    Its thread may be waiting for this very loop (sync code in it called
+    async_to_sync), so the loop must keep running until the thread is done.
+    """
+    loop = asyncio.get_running_loop()
+    drained: asyncio.Future[None] = loop.create_future()
+
+    def report_drained(_: object = None) -> None:
+        if not drained.done():
+            drained.set_result(None)
+
+    def notify(_: object = None) -> None:
+        # A closed loop raises RuntimeError: nobody waits any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(report_drained)
+
+    if type(executor) is ThreadPoolExecutor:
+        # The pool runs its queue in order: once this no-op has run, the
+        # thread has nothing left to do but exit.
+        try:
+            marker = executor.submit(int)
+        except RuntimeError:
+            marker = None  # already shut down by someone else
+        executor.shutdown(wait=False)
+        if marker is not None:
+            marker.add_done_callback(notify)
+            await drained
+        executor.shutdown(wait=True)  # joins a thread that is already leaving
+        return
+
+    # Unknown executor: shut it down from a thread of our own (not the
+    # loop's default executor, whose work may be what the thread waits for).
+    def join() -> None:
+        executor.shutdown()
+        notify()
+
+    joiner = threading.Thread(target=join, name="asgire-executor-join", daemon=True)
+    joiner.start()
+    await drained
+
+
+# -- sync_to_async ----------------------------------------------------------------
+
+
+def _current_thread_executor() -> CurrentThreadExecutor | None:
+    """``AsyncToSync.executors.current``, without raising when unset."""
+    executors = AsyncToSync.executors
+    if type(executors) is _DefaultLocal:
+        return executors._value("current")  # type: ignore[attr-defined]
+    return getattr(executors, "current", None)
+
+
+class SyncToAsync(Generic[_P, _R]):
+    """An awaitable wrapper that runs a sync callable in a worker thread.
+
+    Thread-sensitive calls (the default) run, in order of preference: on the
+    sync thread of an enclosing ``async_to_sync`` that is waiting for them;
+    on the thread of the enclosing ``ThreadSensitiveContext``; on the thread
+    that started the running event loop through ``async_to_sync``; otherwise
+    on the process-wide ``single_thread_executor``. Other calls run on
+    ``executor``, or the running loop's default executor.
+
+    The function runs in a copy of the caller's context (or in ``context``,
+    when given), and context variables it sets are visible to the caller
+    afterwards. An exception the caller is handling is the one being handled
+    inside the function too.
+    """
+
+    # The running loop and the list AsyncToSync registers its tasks in, set on
+    # the worker thread while it runs a call.
+    threadlocal = threading.local()
+
+    # Runs thread-sensitive calls that have no better place. It may be
+    # replaced (at start-up) by another one-thread executor.
+    single_thread_executor: Executor = ThreadPoolExecutor(max_workers=1)
+
+    thread_sensitive_context: contextvars.ContextVar[ThreadSensitiveContext] = (
+        contextvars.ContextVar("thread_sensitive_context")
+    )
+
+    # True while a task's thread-sensitive call holds single_thread_executor:
+    # another one from the same task would wait for itself.
+    deadlock_context: contextvars.ContextVar[bool] = contextvars.ContextVar(
+        "deadlock_context"
+    )
+
+    # Each ThreadSensitiveContext's executor; weak, so that a context that is
+    # dropped without being exited does not keep its thread.
+    context_to_thread_executor: ClassVar[
+        weakref.WeakKeyDictionary[ThreadSensitiveContext, Executor]
+    ] = weakref.WeakKeyDictionary()
+
+    # Instances are coroutine functions to iscoroutinefunction().
+    if _MARKER_NAME == "_is_coroutine_marker":
+        _is_coroutine_marker = _CoroutineMarker()
+    else:
+        _is_coroutine = _CoroutineMarker()
+
+    def __init__(
+        self,
+        func: Callable[_P, _R],
+        thread_sensitive: bool = True,
+        executor: Executor | None = None,
+        context: contextvars.Context | None = None,
+    ) -> None:
+        if (
+            not callable(func)
+            or _is_async_callable(func)
+            or inspect.isasyncgenfunction(func)
+        ):
+            raise TypeError("sync_to_async can only be applied to sync functions.")
+        if thread_sensitive and executor is not None:
+            raise TypeError("executor must not be set when thread_sensitive is True")
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            raise TypeError(
+                f"executor must be a concurrent.futures.Executor, not {executor!r}"
+            )
+        if context is not None and not isinstance(context, contextvars.Context):
+            raise TypeError(
+                f"context must be a contextvars.Context or None, not {context!r}"
+            )
+        _copy_metadata(self, func)
+        self.func = func
+        self.context = context
+        self._thread_sensitive = thread_sensitive
+        self._executor = executor
+        owner = getattr(func, "__self__", _MISSING)
+        if owner is not _MISSING:
+            self.__self__ = owner
+
+    async def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        __traceback_hide__ = True  # noqa: F841
+        loop = asyncio.get_running_loop()
+        if self._thread_sensitive:
+            executor = self._thread_sensitive_executor(loop)
+        else:
+            executor = self._executor
+
+        if self.context is None:
+            context = contextvars.copy_context()
+            baseline = contextvars.copy_context()
+        else:
+            context = baseline = self.context
+        call = _SyncCall(loop, self.func, args, kwargs, context, sys.exc_info()[1])
+        try:
+            _start(call, executor, loop)
+            try:
+                await call.waiter
+            except asyncio.CancelledError:
+                if not await self._absorb_cancellation(call, loop):
+                    raise
+            return call.outcome()
+        finally:
+            if self.context is None:
+                _merge_context(context, baseline)
+            self.deadlock_context.set(False)
+
+    @staticmethod
+    async def _absorb_cancellation(
+        call: _SyncCall, loop: asyncio.AbstractEventLoop
+    ) -> bool:
+        """Handle the calling task being cancelled mid-call.
+
+        A coroutine that the sync function is running through async_to_sync
+        is cancelled first. If it finishes without re-raising, the sync code
+        goes on, and the call's own outcome is awaited and returned (True).
+        Otherwise the call is abandoned: it won't start if it hasn't, and the
+        cancellation propagates (False).
+        """
+        abandon = True
+        if call.task_context:
+            task = call.task_context[0]
+            task.cancel()
+            try:
+                await task
+                abandon = False
+            except asyncio.CancelledError:
+                pass
+        if call.settled or abandon:
+            call.cancel()
+            return False
+        if not call.settled:
+            call.waiter = loop.create_future()
+            await call.waiter
+        return True
+
+    def _thread_sensitive_executor(self, loop: asyncio.AbstractEventLoop) -> Executor:
+        current = _current_thread_executor()
+        if current is not None:
+            return current
+        context = self.thread_sensitive_context.get(None)
+        if context is not None:
+            if context._exited:
+                raise RuntimeError(
+                    "ThreadSensitiveContext has exited. Tasks created "
+                    "inside a context with an executor must finish before "
+                    "it exits."
+                )
+            executor = self.context_to_thread_executor.get(context)
+            if executor is None:
+                executor = ThreadPoolExecutor(max_workers=1)
+                self.context_to_thread_executor[context] = executor
+            return executor
+        loop_executor = AsyncToSync.loop_thread_executors.get(loop)
+        if loop_executor is not None:
+            return loop_executor
+        if self.deadlock_context.get(False):
+            raise RuntimeError(
+                "Single thread executor already being used, would deadlock"
+            )
+        self.deadlock_context.set(True)
+        return self.single_thread_executor
+
+    def __get__(
+        self, parent: Any, objtype: Any
+    ) -> Callable[_P, Coroutine[Any, Any, _R]]:
+        """Bind like a method: ``instance.attribute(...)`` passes ``instance``."""
+        bound = functools.partial(self.__call__, parent)
+        return functools.update_wrapper(bound, self.func)  # type: ignore[return-value]
+
+    def thread_handler(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        exc_info: OptExcInfo,
+        task_context: list[asyncio.Task[Any]],
+        func: Callable[..., _R],
+        *args: Any,
+        **kwargs: Any,
+    ) -> _R:
+        """Run ``func(*args, **kwargs)`` as a worker thread does for a call.
+
+        Kept for code that calls it directly; calls made through
+        ``__call__`` take a faster route with the same effect.
+        """
+        __traceback_hide__ = True  # noqa: F841
+        self.threadlocal.main_event_loop = loop
+        self.threadlocal.main_event_loop_pid = os.getpid()
+        self.threadlocal.task_context = task_context
+        if exc_info[1] is not None:
+            return _raise_then_call(exc_info[1], func, *args, **kwargs)
+        return func(*args, **kwargs)
+
+
+# -- async_to_sync ----------------------------------------------------------------
+
+
+class _LoopThreads:
+    """Idle threads kept for running ``async_to_sync``'s event loops.
+
+    Starting a thread costs about as much as the rest of a call, so a thread
+    whose loop has finished waits a while for the next one. The cache is
+    unbounded on purpose: a loop thread may be needed while others are busy
+    (nested calls), and making it wait could deadlock.
+    """
+
+    idle_timeout = 10.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[SimpleQueue[Callable[[], None]]] = []
+        self._started = 0
+
+    def run(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle.pop().put(job)
+                return
+            self._started += 1
+            name = f"asgire-loop-{self._started}"
+        threading.Thread(target=self._work, args=(job,), name=name, daemon=True).start()
+
+    def _work(self, job: Callable[[], None]) -> None:
+        inbox: SimpleQueue[Callable[[], None]] = SimpleQueue()
+        while True:
+            job()
+            del job
+            with self._lock:
+                self._idle.append(inbox)
+            try:
+                job = inbox.get(timeout=self.idle_timeout)
+            except Empty:
+                with self._lock:
+                    if inbox in self._idle:
+                        self._idle.remove(inbox)
+                        return
+                # Taken off the idle list just now: a job is on its way.
+                job = inbox.get()
+
+    def forget(self) -> None:
+        """After fork(): the idle threads did not survive into the child."""
+        self._lock = threading.Lock()
+        self._idle = []
+
+
+_loop_threads = _LoopThreads()
+
+
+class _SharedLoop:
+    """The one event loop an ``AsyncSingleThreadContext`` runs every call in.
+
+    It runs on the context's one-thread executor, from the first
+    ``async_to_sync`` call in the context until the context exits (or is
+    garbage collected), then closes as ``asyncio.run`` would close it.
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor, token: object) -> None:
+        ready: Future[tuple[asyncio.AbstractEventLoop, int]] = Future()
+        self.finished = executor.submit(self._serve, ready, token)
+        self.loop, self.thread_id = ready.result()
+
+    @staticmethod
+    def _serve(
+        ready: Future[tuple[asyncio.AbstractEventLoop, int]], token: object
+    ) -> None:
+        adopt_affinity(token)
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        ready.set_result((loop, threading.get_ident()))
+        try:
+            loop.run_forever()
+            _close_like_asyncio_run(loop)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def stop(self) -> None:
+        """Stop and close the loop; waits for that unless called on its thread."""
+        with contextlib.suppress(RuntimeError):  # raised when already closed
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.get_ident() != self.thread_id:
+            self.finished.result()
+
+
+def _close_like_asyncio_run(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left on ``loop`` and shut down its generators and
+    default executor, as ``asyncio.run`` does before closing its loop."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                loop.call_exception_handler(
+                    {
+                        "message": "unhandled exception while closing the loop",
+                        "exception": task.exception(),
+                        "task": task,
+                    }
+                )
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(loop.shutdown_default_executor())
+
+
+class AsyncSingleThreadContext:
+    """Run every ``async_to_sync`` call in the block on one thread and loop.
+
+    ``with AsyncSingleThreadContext():`` keeps one event loop, on one thread,
+    for all ``async_to_sync`` calls made in the block from sync code, so that
+    objects bound to a loop (connection pools, clients) survive from one call
+    to the next. When the outermost block exits, tasks still running are
+    cancelled and awaited, async generators and the loop's default executor
+    are shut down, and the loop and its thread are closed. Nested blocks
+    share the outermost one's loop.
+    """
+
+    def __init__(self) -> None:
+        self.token: contextvars.Token[AsyncSingleThreadContext] | None = None
+
+    def __enter__(self) -> AsyncSingleThreadContext:
+        if AsyncToSync.async_single_thread_context.get(None) is None:
+            self.token = AsyncToSync.async_single_thread_context.set(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.token is None:
+            return
+        shared = _shared_loops.pop(self, None)
+        if shared is not None:
+            shared.stop()
+        executor = AsyncToSync.context_to_thread_executor.pop(self, None)
+        if executor is not None:
+            executor.shutdown()
+        AsyncToSync.async_single_thread_context.reset(self.token)
+        self.token = None
+
+
+_shared_loops: weakref.WeakKeyDictionary[AsyncSingleThreadContext, _SharedLoop] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _shared_loop_for(context: AsyncSingleThreadContext) -> _SharedLoop:
+    shared = _shared_loops.get(context)
+    if shared is None:
+        executor = AsyncToSync.context_to_thread_executor.get(context)
+        if executor is None:
+            executor = ThreadPoolExecutor(max_workers=1)
+            AsyncToSync.context_to_thread_executor[context] = executor
+        shared = _SharedLoop(executor, current_affinity())
+        _shared_loops[context] = shared
+        # A context dropped without exiting still closes its loop.
+        weakref.finalize(context, shared.stop)
+    return shared
+
+
+class AsyncToSync(Generic[_P, _R]):
+    """A sync callable that runs an async function and waits for its result.
+
+    Called from code that ``sync_to_async`` is running, the coroutine runs on
+    that caller's event loop. Otherwise it runs in a new event loop on another
+    thread (closed when the call returns), or on the shared loop of an
+    enclosing ``AsyncSingleThreadContext``. Meanwhile the calling thread runs
+    the thread-sensitive sync code the coroutine sends back to it, so sync
+    code keeps to one thread however deeply the calls nest.
+    """
+
+    # The CurrentThreadExecutor of the innermost sync frame that is waiting
+    # in async_to_sync, seen by the coroutines it runs (``current``).
+    executors: Local = Local()
+
+    # The same, by event loop, for code that lost the context (such as a task
+    # created with a fresh one).
+    loop_thread_executors: ClassVar[
+        dict[asyncio.AbstractEventLoop, CurrentThreadExecutor]
+    ] = {}
+
+    async_single_thread_context: contextvars.ContextVar[AsyncSingleThreadContext] = (
+        contextvars.ContextVar("async_single_thread_context")
+    )
+
+    # Each AsyncSingleThreadContext's one-thread executor.
+    context_to_thread_executor: ClassVar[
+        weakref.WeakKeyDictionary[AsyncSingleThreadContext, ThreadPoolExecutor]
+    ] = weakref.WeakKeyDictionary()
+
+    def __init__(
+        self,
+        awaitable: Callable[_P, Coroutine[Any, Any, _R]] | Callable[_P, Awaitable[_R]],
+        force_new_loop: bool = False,
+    ) -> None:
+        if not callable(awaitable) or not _is_async_callable(awaitable):
+            # Many awaitable-returning callables aren't coroutine functions
+            # (functools.partial of one, say), so this can only be a hint.
+            warnings.warn(
+                "async_to_sync was passed a non-async-marked callable", stacklevel=2
+            )
+        self.awaitable = awaitable
+        owner = getattr(awaitable, "__self__", _MISSING)
+        if owner is not _MISSING:
+            self.__self__ = owner
+        self.force_new_loop = force_new_loop
+
+    def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        __traceback_hide__ = True  # noqa: F841
+        main_loop = None if self.force_new_loop else _caller_loop()
+        if _get_running_loop() is not None:
+            raise RuntimeError(
+                "You cannot use AsyncToSync in the same thread as an async event "
+                "loop - just await the async function directly."
+            )
+        if not callable(self.awaitable):
+            raise TypeError(
+                f"async_to_sync needs an async function, not {self.awaitable!r}"
+            )
+
+        call_result: Future[_R] = Future()
+        old_executor = _current_thread_executor()
+        current_executor = CurrentThreadExecutor(old_executor)
+        self.executors.current = current_executor
+        context = [contextvars.copy_context()]
+        baseline = contextvars.copy_context()
+        task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
+        try:
+            awaitable = self.main_wrap(
+                call_result,
+                sys.exc_info(),
+                task_context,
+                context,
+                self.awaitable(*args, **kwargs),
+            )
+            if main_loop is not None:
+                main_loop.call_soon_threadsafe(main_loop.create_task, awaitable)
+                current_executor.run_until_future(call_result)
+            else:
+                self._run_in_own_loop(awaitable, current_executor, context[0])
+        finally:
+            _merge_context(context[0], baseline)
+            self.executors.current = old_executor
+        return call_result.result()
+
+    def _run_in_own_loop(
+        self,
+        awaitable: Coroutine[Any, Any, None],
+        executor: CurrentThreadExecutor,
+        context: contextvars.Context,
+    ) -> None:
+        loop_threads = self.loop_thread_executors
+
+        async def register_while_running() -> None:
+            loop = asyncio.get_running_loop()
+            previous = loop_threads.get(loop)
+            loop_threads[loop] = executor
+            try:
+                await awaitable
+            finally:
+                if previous is None:
+                    del loop_threads[loop]
+                else:
+                    loop_threads[loop] = previous
+
+        single = self.async_single_thread_context.get(None)
+        finished: Future[None] = Future()
+        if single is not None:
+            loop = _shared_loop_for(single).loop
+
+            def start() -> None:
+                task = loop.create_task(register_while_running())
+                task.add_done_callback(lambda _: finished.set_result(None))
+
+            loop.call_soon_threadsafe(start)
+        else:
+            token = current_affinity()
+
+            def run_loop() -> None:
+                adopted = adopt_affinity(token)
+                try:
+                    # Started in the caller's context, the task needs no
+                    # context variables copied into it one by one.
+                    context.run(asyncio.run, register_while_running())
+                except BaseException as exc:
+                    finished.set_exception(exc)
+                else:
+                    finished.set_result(None)
+                finally:
+                    adopt_affinity(adopted)
+
+            _loop_threads.run(run_loop)
+        executor.run_until_future(finished)
+        finished.result()
+
+    def __get__(self, parent: Any, objtype: Any) -> Callable[_P, _R]:
+        """Bind like a method: ``instance.attribute(...)`` passes ``instance``."""
+        bound = functools.partial(self.__call__, parent)
+        return functools.update_wrapper(bound, self.awaitable)  # type: ignore[return-value]
+
+    async def main_wrap(
+        self,
+        call_result: Future[_R],
+        exc_info: OptExcInfo,
+        task_context: list[asyncio.Task[Any]] | None,
+        context: list[contextvars.Context],
+        awaitable: Coroutine[Any, Any, _R] | Awaitable[_R],
+    ) -> None:
+        """Await ``awaitable`` in the caller's context; put its outcome in
+        ``call_result`` and the context it leaves in ``context[0]``."""
+        __traceback_hide__ = True  # noqa: F841
+        _merge_context(context[0], contextvars.copy_context())
+        task = asyncio.current_task()
+        if task is not None and task_context is not None:
+            task_context.append(task)
+        try:
+            if exc_info[1] is not None:
+                try:
+                    raise exc_info[1]
+                except BaseException:
+                    result = await awaitable
+            else:
+                result = await awaitable
+        except BaseException as exc:
+            call_result.set_exception(exc)
+        else:
+            call_result.set_result(result)
+        finally:
+            if task is not None and task_context is not None:
+                task_context.remove(task)
+            context[0] = contextvars.copy_context()
+
+
+def _caller_loop() -> asyncio.AbstractEventLoop | None:
+    """The loop whose sync_to_async call this thread is running, if any.
+
+    A loop inherited through fork() belongs to the parent process and is not
+    usable. A loop that has stopped or closed never runs the coroutine, so
+    waiting for it would hang forever: that is an error.
+    """
+    state = SyncToAsync.threadlocal.__dict__
+    loop = state.get("main_event_loop")
+    if loop is None or state.get("main_event_loop_pid") != os.getpid():
+        return None
+    if loop.is_closed() or not loop.is_running():
+        raise RuntimeError(
+            "async_to_sync was called from sync code run by sync_to_async, "
+            "but the event loop that called it is no longer running"
+        )
+    return loop
+
+
+# -- Functions ----------------------------------------------------------------------
+
+
+@overload
+def async_to_sync(
+    *,
+    force_new_loop: bool = False,
+) -> Callable[
+    [Callable[_P, Coroutine[Any, Any, _R]] | Callable[_P, Awaitable[_R]]],
+    Callable[_P, _R],
+]: ...
+
+
+@overload
+def async_to_sync(
+    awaitable: Callable[_P, Coroutine[Any, Any, _R]] | Callable[_P, Awaitable[_R]],
+    *,
+    force_new_loop: bool = False,
+) -> Callable[_P, _R]: ...
+
+
+def async_to_sync(
+    awaitable: Callable[_P, Coroutine[Any, Any, _R]]
+    | Callable[_P, Awaitable[_R]]
+    | None = None,
+    *,
+    force_new_loop: bool = False,
+) -> (
+    Callable[
+        [Callable[_P, Coroutine[Any, Any, _R]] | Callable[_P, Awaitable[_R]]],
+        Callable[_P, _R],
+    ]
+    | Callable[_P, _R]
+):
+    """Wrap an async function so that sync code can call it (see AsyncToSync).
+
+    Usable directly, ``async_to_sync(func)``, or as a decorator, with or
+    without arguments.
+    """
+    if awaitable is None:
+        return lambda func: AsyncToSync(func, force_new_loop=force_new_loop)
+    return AsyncToSync(awaitable, force_new_loop=force_new_loop)
+
+
+@overload
+def sync_to_async(
+    *,
+    thread_sensitive: bool = True,
+    executor: Executor | None = None,
+    context: contextvars.Context | None = None,
+) -> Callable[[Callable[_P, _R]], Callable[_P, Coroutine[Any, Any, _R]]]: ...
+
+
+@overload
+def sync_to_async(
+    func: Callable[_P, _R],
+    *,
+    thread_sensitive: bool = True,
+    executor: Executor | None = None,
+    context: contextvars.Context | None = None,
+) -> Callable[_P, Coroutine[Any, Any, _R]]: ...
+
+
+def sync_to_async(
+    func: Callable[_P, _R] | None = None,
+    *,
+    thread_sensitive: bool = True,
+    executor: Executor | None = None,
+    context: contextvars.Context | None = None,
+) -> (
+    Callable[[Callable[_P, _R]], Callable[_P, Coroutine[Any, Any, _R]]]
+    | Callable[_P, Coroutine[Any, Any, _R]]
+):
+    """Wrap a sync function so that async code can await it (see SyncToAsync).
+
+    Usable directly, ``sync_to_async(func)``, or as a decorator, with or
+    without arguments.
+    """
+    if func is None:
+        return lambda f: SyncToAsync(
+            f, thread_sensitive=thread_sensitive, executor=executor, context=context
+        )
+    return SyncToAsync(
+        func, thread_sensitive=thread_sensitive, executor=executor, context=context
+    )
+
+
+# -- fork() ---------------------------------------------------------------------------
+
+_default_single_thread_executor = SyncToAsync.single_thread_executor
+
+
+def _reset_after_fork() -> None:
+    """Give the child process fresh threads: none of the parent's survived."""
+    global _default_single_thread_executor
+    if SyncToAsync.single_thread_executor is _default_single_thread_executor:
+        _default_single_thread_executor = ThreadPoolExecutor(max_workers=1)
+        SyncToAsync.single_thread_executor = _default_single_thread_executor
+    for context in list(SyncToAsync.context_to_thread_executor):
+        if context._executor is None:
+            SyncToAsync.context_to_thread_executor.pop(context, None)
+    AsyncToSync.loop_thread_executors.clear()
+    AsyncToSync.context_to_thread_executor.clear()
+    _shared_loops.clear()
+    _loop_threads.forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
