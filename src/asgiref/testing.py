@@ -57,13 +57,6 @@ class _Deadline:
             raise TimeoutError
 
 
-async def _cancel_and_reap(task: "asyncio.Task[Any]") -> None:
-    """Cancel ``task`` and wait for it; only its cancellation is silenced."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 class ApplicationCommunicator:
     """Run an ASGI application under test and exchange messages with it.
 
@@ -116,14 +109,11 @@ class ApplicationCommunicator:
         still running when the time is up, it is cancelled (and its own
         cancellation is not reported).
         """
-        future = self.future
-        try:
-            async with _Deadline(timeout):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await future
-        finally:
-            if not future.done():
-                await _cancel_and_reap(future)
+        # Cancelling this task while it awaits the application's task cancels
+        # the application too, so on timeout there is nothing left to stop.
+        async with _Deadline(timeout):
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.future
 
     def stop(self, exceptions: bool = True) -> None:
         """Cancel the application if it is running; if it has finished and
@@ -164,7 +154,9 @@ class ApplicationCommunicator:
             if future.done():
                 future.result()
             else:
-                await _cancel_and_reap(future)
+                future.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await future
             raise
 
     async def receive_nothing(
