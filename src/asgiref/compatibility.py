@@ -7,15 +7,22 @@ once and then only deal with the ASGI 3 form.
 """
 
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from .sync import iscoroutinefunction
 
 # Scopes, receive and send are left loose on purpose: applications are free to
 # annotate them more (or less) precisely than asgiref.typing does.
-SingleCallable = Callable[[Any, Any, Any], Awaitable[Any]]
 DoubleCallable = Callable[[Any], Callable[[Any, Any], Awaitable[Any]]]
+
+
+class SingleCallable(Protocol):
+    """An ASGI 3 application; servers may pass its arguments by keyword."""
+
+    def __call__(
+        self, scope: Any, receive: Any, send: Any
+    ) -> Coroutine[Any, Any, Any]: ...
 
 
 def is_double_callable(application: object) -> bool:
