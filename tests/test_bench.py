@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import io
 import json
 import math
 import subprocess
@@ -183,41 +184,50 @@ def _load_compare() -> ModuleType:
     return module
 
 
-def _round(upstream: dict[str, float], asgire: dict[str, float]) -> dict[str, Any]:
-    def document(values: dict[str, float]) -> dict[str, Any]:
-        results = {name: {"unit": "s/op", "value": v} for name, v in values.items()}
-        return {"results": results}
-
-    return {"upstream": document(upstream), "asgire": document(asgire)}
+def _round(compare: ModuleType, paired: float, **values: tuple[float, float]) -> Any:
+    round_ = compare.Round(paired={"s2a_sensitive": paired})
+    for name, (upstream, asgire) in values.items():
+        round_.values["upstream"][name] = upstream
+        round_.values["asgire"][name] = asgire
+    return round_
 
 
 def test_compare_summary_uses_the_median_of_per_round_ratios() -> None:
     compare = _load_compare()
     rounds = [
-        _round(
-            {"s2a_sensitive": 10e-6, "bare_hop": 5e-6},
-            {"s2a_sensitive": 4e-6, "bare_hop": 3e-6},
-        ),
-        _round(
-            {"s2a_sensitive": 20e-6, "bare_hop": 5e-6},
-            {"s2a_sensitive": 12e-6, "bare_hop": 4e-6},
-        ),
-        _round(
-            {"s2a_sensitive": 10e-6, "bare_hop": 5e-6},
-            {"s2a_sensitive": 5e-6, "bare_hop": 4e-6},
-        ),
+        _round(compare, 0.4, s2a_sensitive=(10e-6, 4e-6), bare_hop=(5e-6, 3e-6)),
+        _round(compare, 0.6, s2a_sensitive=(20e-6, 12e-6), bare_hop=(5e-6, 4e-6)),
+        _round(compare, 0.5, s2a_sensitive=(10e-6, 5e-6), bare_hop=(5e-6, 4e-6)),
     ]
-    rows, all_met = compare.summarise(rounds, ["bare_hop", "s2a_sensitive"])
+    names = ["bare_hop", "s2a_sensitive"]
+    rows, all_met = compare.summarise(rounds, names, dict.fromkeys(names, "time"))
     by_label = {row.label: row for row in rows}
-    # Ratios 0.4, 0.6, 0.5: the median of ratios, not the ratio of medians.
+    # The paired ratio of each round, not the ratio of the medians (0.5).
     sensitive = by_label["s2a_sensitive"]
     assert (sensitive.ratio, sensitive.spread) == ("0.50", "0.40-0.60")
     assert (sensitive.target, sensitive.verdict) == ("<= 0.45", "FAIL")
-    assert sensitive.upstream == "10 us"
+    assert (sensitive.upstream, sensitive.asgire) == ("10 us", "5 us")
     assert by_label["bare_hop"].target == ""
-    # asgire against its own floor: 4/3, 12/4, 5/4.
+    # asgire against its own floor, round by round: 4/3, 12/4, 5/4.
     floor = by_label["s2a_sensitive / bare_hop (asgire)"]
     assert (floor.ratio, floor.verdict) == ("1.33", "pass")
     assert not all_met
-    assert "| `s2a_sensitive` | 10 us |" in compare.render_markdown(rows)
+    assert "| `s2a_sensitive` | 10 us | 5 us | 0.50 |" in compare.render_markdown(rows)
     assert compare.render_text(rows).splitlines()[0].startswith("workload")
+
+
+def test_serve_answers_calibrate_and_run_requests() -> None:
+    requests = io.StringIO(
+        '{"op": "calibrate", "workload": "build_s2a", "seconds": 0.005}\n'
+        '{"op": "run", "workload": "build_s2a", "units": 7}\n'
+        '{"op": "run", "workload": "nope", "units": 1}\n'
+    )
+    replies = io.StringIO()
+    bench.serve(requests, replies)
+    environment, calibrated, ran, failed = map(
+        json.loads, replies.getvalue().splitlines()
+    )
+    assert environment["environment"]["provider"] == "asgire"
+    assert calibrated["units"] >= 1
+    assert ran["value"] > 0
+    assert failed == {"error": "KeyError: 'nope'"}

@@ -429,6 +429,23 @@ _ALL = [
 WORKLOADS: dict[str, Workload] = {w.name: w for w in _ALL}
 
 
+def calibrate(workload: Workload, batch_seconds: float, deadline: float) -> int:
+    """Find how many units make a batch of about ``batch_seconds``.
+
+    The calibration batches also warm up threads, caches and lazy imports,
+    which is why they are never counted. Stops early at ``deadline``.
+    """
+    if workload.kind == "memory":
+        return PENDING_CALLS
+    units = 1
+    while True:
+        elapsed = workload.run(units)
+        if elapsed >= batch_seconds or _clock() >= deadline:
+            return units
+        growth = batch_seconds / elapsed * 1.2 if elapsed > 0 else 100.0
+        units = max(units + 1, math.ceil(units * min(growth, 100.0)))
+
+
 def measure(workload: Workload, seconds: float) -> dict[str, Any]:
     """Measure one workload within about ``seconds`` of wall time.
 
@@ -437,22 +454,10 @@ def measure(workload: Workload, seconds: float) -> dict[str, Any]:
     or ``{"unit": "bytes", "value": ..., "calls": ...}`` for memory.
     """
     if workload.kind == "memory":
-        return {
-            "unit": "bytes",
-            "value": workload.run(PENDING_CALLS),
-            "calls": PENDING_CALLS,
-        }
+        peak = workload.run(PENDING_CALLS)
+        return {"unit": "bytes", "value": peak, "calls": PENDING_CALLS}
     deadline = _clock() + seconds
-    batch_seconds = seconds / 10
-    # Calibrate the batch size; these first batches also warm up threads,
-    # caches and lazy imports, so they are not counted.
-    units = 1
-    while True:
-        elapsed = workload.run(units)
-        if elapsed >= batch_seconds or _clock() >= deadline:
-            break
-        growth = batch_seconds / elapsed * 1.2 if elapsed > 0 else 100.0
-        units = max(units + 1, math.ceil(units * min(growth, 100.0)))
+    units = calibrate(workload, seconds / 10, deadline)
     per_op: list[float] = []
     while len(per_op) < 3 or (_clock() < deadline and len(per_op) < 100):
         elapsed = workload.run(units)
@@ -463,6 +468,41 @@ def measure(workload: Workload, seconds: float) -> dict[str, Any]:
         "ops": units * workload.ops_per_unit * len(per_op),
         "batches": len(per_op),
     }
+
+
+def serve(requests: TextIO, replies: TextIO) -> None:
+    """Answer measurement requests, one JSON object per line, until end of input.
+
+    This lets a driver alternate single batches between two processes, so
+    both implementations are measured under the same machine load. The first
+    line written describes the environment. Requests and their replies::
+
+        {"op": "calibrate", "workload": NAME, "seconds": S} -> {"units": N}
+        {"op": "run", "workload": NAME, "units": N}         -> {"value": X}
+
+    ``X`` is the batch's seconds for a timed workload and the peak bytes for
+    the memory workload. A failure is replied as ``{"error": "..."}``.
+    """
+
+    def reply(message: dict[str, Any]) -> None:
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    reply({"environment": environment()})
+    for line in requests:
+        reply(_answer(line))
+
+
+def _answer(line: str) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+        workload = WORKLOADS[request["workload"]]
+        if request["op"] == "calibrate":
+            seconds = float(request["seconds"])
+            return {"units": calibrate(workload, seconds, _clock() + 20 * seconds)}
+        return {"value": workload.run(int(request["units"]))}
+    except Exception as exc:  # the driver reports it with the workload's name
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _provider() -> str:
@@ -635,6 +675,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress indicator on stderr"
     )
+    # The line protocol benchmarks/compare.py drives; see serve().
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
 
 
 def _positive_float(text: str) -> float:
@@ -658,10 +700,18 @@ def selected_workloads(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``bench`` command; returns the process exit code."""
+    if args.serve:
+        serve(sys.stdin, sys.stdout)
+        return 0
     if args.list:
         if args.json:
             listing = {
-                name: {"summary": w.summary, "kind": w.kind, "quick": w.quick}
+                name: {
+                    "summary": w.summary,
+                    "kind": w.kind,
+                    "ops_per_unit": w.ops_per_unit,
+                    "quick": w.quick,
+                }
                 for name, w in WORKLOADS.items()
             }
             print(json.dumps(listing, indent=2))
