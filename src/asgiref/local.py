@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 __all__ = ["Local"]
 
@@ -97,23 +97,21 @@ class Local:
     def __new__(cls, thread_critical: bool = False) -> Local:
         if cls is not Local:
             raise TypeError("asgiref.local.Local cannot be subclassed")
-        implementation = _ThreadCriticalLocal if thread_critical else _DefaultLocal
-        return object.__new__(implementation)
+        if thread_critical:
+            return _ThreadCriticalLocal.__new__(_ThreadCriticalLocal)
+        return object.__new__(_DefaultLocal)
 
     def __init__(self, thread_critical: bool = False) -> None:
         pass
 
-    # Declared for type checkers, so that arbitrary attributes are allowed;
-    # the subclasses define the behaviour.
-    def __getattr__(self, key: str) -> Any: ...
+    if TYPE_CHECKING:
+        # Arbitrary attributes, for type checkers; the subclasses implement
+        # them (at run time a __getattr__ here would catch their misses).
+        def __getattr__(self, key: str) -> Any: ...
 
-    def __setattr__(self, key: str, value: Any) -> None: ...
+        def __setattr__(self, key: str, value: Any) -> None: ...
 
-    def __delattr__(self, key: str) -> None: ...
-
-
-def _missing(local: object, key: str) -> AttributeError:
-    return AttributeError(f"{local!r} object has no attribute {key!r}")
+        def __delattr__(self, key: str) -> None: ...
 
 
 def _refuse_reserved(key: str) -> None:
@@ -121,45 +119,52 @@ def _refuse_reserved(key: str) -> None:
         raise AttributeError("Cannot set attribute '_data' on Local")
 
 
+def _missing(local: object, key: str) -> AttributeError:
+    return AttributeError(f"{local!r} object has no attribute {key!r}")
+
+
+# Both Local implementations override __getattribute__ rather than
+# __getattr__: a __getattr__ hook runs only after the normal lookup has failed,
+# and on Python < 3.12 that failure builds an AttributeError on every access.
+_object_getattribute = object.__getattribute__
+
+
 class _DefaultLocal(Local):  # ty: ignore[subclass-of-final-class]
     """``Local(thread_critical=False)``: storage in the shared ``_STATE`` variable."""
 
     __slots__ = ()
 
-    def __getattr__(self, key: str) -> Any:
+    def __getattribute__(self, key: str) -> Any:
         snapshot = _STATE.get(None)
         if snapshot is not None and snapshot[0] is _affinity.token:
             values = snapshot[1].get(self)
             if values is not None and key in values:
                 return values[key]
-        raise _missing(self, key)
-
-    def _value(self, key: str, default: Any = None) -> Any:
-        """The attribute's value, or ``default``: ``getattr`` without raising."""
-        snapshot = _STATE.get(None)
-        if snapshot is not None and snapshot[0] is _affinity.token:
-            values = snapshot[1].get(self)
-            if values is not None:
-                return values.get(key, default)
-        return default
-
-    def _own_values(self) -> tuple[dict[_DefaultLocal, dict[str, Any]], dict[str, Any]]:
-        """Copies of the visible snapshot's maps, ready to be changed and stored."""
-        snapshot = _STATE.get(None)
-        if snapshot is None or snapshot[0] is not _affinity.token:
-            return {}, {}
-        locals_ = dict(snapshot[1])
-        return locals_, dict(locals_.get(self, ()))
+        try:
+            return _object_getattribute(self, key)  # the class's own attributes
+        except AttributeError:
+            raise _missing(self, key) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        _refuse_reserved(key)
-        locals_, values = self._own_values()
-        values[key] = value
-        locals_[self] = values
-        _STATE.set((_affinity.token, locals_))
+        if key == "_data":
+            _refuse_reserved(key)
+        # Copy on write, inlined: this is Django's hot path for locals.
+        token = _affinity.token
+        snapshot = _STATE.get(None)
+        if snapshot is None or snapshot[0] is not token:
+            _STATE.set((token, {self: {key: value}}))
+            return
+        locals_ = snapshot[1].copy()
+        values = locals_.get(self)
+        if values is None:
+            locals_[self] = {key: value}
+        else:
+            values = locals_[self] = values.copy()
+            values[key] = value
+        _STATE.set((token, locals_))
 
     def __delattr__(self, key: str) -> None:
-        locals_, values = self._own_values()
+        locals_, values = _writable(self)
         if key not in values:
             raise _missing(self, key)
         del values[key]
@@ -170,62 +175,89 @@ class _DefaultLocal(Local):  # ty: ignore[subclass-of-final-class]
         _STATE.set((_affinity.token, locals_))
 
 
-class _ThreadStorage(threading.local):
-    """What a thread-critical ``Local`` holds in one thread."""
-
-    def __init__(self) -> None:
-        # Used while no event loop runs in this thread.
-        self.values: dict[str, Any] = {}
-        # Used while an event loop runs in this thread: there the data is also
-        # task-local. The variable is per thread, so even a context copied
-        # into another thread never reaches these values.
-        self.task_values: contextvars.ContextVar[dict[str, Any]] = (
-            contextvars.ContextVar("asgiref.local.thread_critical")
-        )
+def _writable(
+    local: _DefaultLocal,
+) -> tuple[dict[_DefaultLocal, dict[str, Any]], dict[str, Any]]:
+    """Copies of the visible snapshot's maps, ready to be changed and stored."""
+    snapshot = _STATE.get(None)
+    if snapshot is None or snapshot[0] is not _affinity.token:
+        return {}, {}
+    locals_ = dict(snapshot[1])
+    return locals_, dict(locals_.get(local, ()))
 
 
-class _ThreadCriticalLocal(Local):  # ty: ignore[subclass-of-final-class]
-    """``Local(thread_critical=True)``: never shared between threads."""
+def peek(local: Local, key: str, default: Any = None) -> Any:
+    """``getattr(local, key, default)``, without raising and catching inside."""
+    if type(local) is _DefaultLocal:
+        snapshot = _STATE.get(None)
+        if snapshot is not None and snapshot[0] is _affinity.token:
+            values = snapshot[1].get(local)
+            if values is not None:
+                return values.get(key, default)
+        return default
+    return getattr(local, key, default)
 
-    __slots__ = ("_thread",)
-    _thread: _ThreadStorage
 
-    def __init__(self, thread_critical: bool = False) -> None:
-        _object_setattr(self, "_thread", _ThreadStorage())
+_local_getattribute = threading.local.__getattribute__
+_local_setattr = threading.local.__setattr__
+_local_delattr = threading.local.__delattr__
+_TASK_VALUES = "\0asgiref task values"  # not an identifier: no user attribute
 
-    def __getattr__(self, key: str) -> Any:
-        thread = self._thread
+
+class _ThreadCriticalLocal(Local, threading.local):  # ty: ignore[subclass-of-final-class]
+    """``Local(thread_critical=True)``: never shared between threads.
+
+    The instance is itself a ``threading.local``. With no event loop running
+    in the thread its attributes are plain thread-local ones; under a loop
+    they live in a context variable, so that tasks are kept apart too. That
+    variable is created per thread, so a context copied into another thread
+    never carries these values along.
+    """
+
+    def __new__(cls, thread_critical: bool = False) -> _ThreadCriticalLocal:
+        return threading.local.__new__(cls)
+
+    def __getattribute__(self, key: str) -> Any:
         if _get_running_loop() is None:
-            try:
-                return thread.values[key]
-            except KeyError:
-                raise _missing(self, key) from None
-        values = thread.task_values.get(None)
+            return _local_getattribute(self, key)
+        values = _task_values(self).get(None)
         if values is not None and key in values:
             return values[key]
-        raise _missing(self, key)
+        try:
+            return _object_getattribute(self, key)
+        except AttributeError:
+            raise _missing(self, key) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
         _refuse_reserved(key)
-        thread = self._thread
         if _get_running_loop() is None:
-            thread.values[key] = value
+            _local_setattr(self, key, value)
             return
-        values = dict(thread.task_values.get(None) or ())
+        variable = _task_values(self)
+        values = dict(variable.get(None) or ())
         values[key] = value
-        thread.task_values.set(values)
+        variable.set(values)
 
     def __delattr__(self, key: str) -> None:
-        thread = self._thread
         if _get_running_loop() is None:
-            try:
-                del thread.values[key]
-            except KeyError:
-                raise _missing(self, key) from None
+            _local_delattr(self, key)
             return
-        values = thread.task_values.get(None)
+        variable = _task_values(self)
+        values = variable.get(None)
         if values is None or key not in values:
             raise _missing(self, key)
         values = dict(values)
         del values[key]
-        thread.task_values.set(values)
+        variable.set(values)
+
+
+def _task_values(
+    local: _ThreadCriticalLocal,
+) -> contextvars.ContextVar[dict[str, Any]]:
+    """The running thread's context variable for ``local``'s task data."""
+    thread_values = _local_getattribute(local, "__dict__")
+    variable = thread_values.get(_TASK_VALUES)
+    if variable is None:
+        variable = contextvars.ContextVar("asgiref.local.thread_critical")
+        thread_values[_TASK_VALUES] = variable
+    return variable

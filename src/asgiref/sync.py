@@ -46,7 +46,7 @@ from typing import (
 )
 
 from .current_thread_executor import CurrentThreadExecutor
-from .local import Local, _DefaultLocal, adopt_affinity, current_affinity
+from .local import Local, adopt_affinity, current_affinity, peek
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -480,10 +480,7 @@ async def _retire(executor: Executor) -> None:
 
 def _current_thread_executor() -> CurrentThreadExecutor | None:
     """``AsyncToSync.executors.current``, without raising when unset."""
-    executors = AsyncToSync.executors
-    if type(executors) is _DefaultLocal:
-        return executors._value("current")  # type: ignore[attr-defined]
-    return getattr(executors, "current", None)
+    return peek(AsyncToSync.executors, "current")
 
 
 class SyncToAsync(Generic[_P, _R]):
