@@ -24,7 +24,13 @@ if not all(importlib.util.find_spec(name) for name in _NEEDED):
 else:
     sys.path.insert(0, str(HERE / "project"))
 
-    from harness import Server, copy_database, migrated_database, start_server
+    from harness import (
+        Server,
+        assert_clean_shutdown,
+        copy_database,
+        migrated_database,
+        start_server,
+    )
 
     @pytest.fixture(scope="session")
     def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -47,11 +53,6 @@ else:
         yield start_one
         for server in started:
             server.stop()
-
-    def assert_clean_shutdown(server: Server) -> None:
-        shutdown = server.stop()
-        assert shutdown.returncode == 0, f"exit {shutdown.returncode}:\n{server.log()}"
-        assert shutdown.threads_left == [], server.log()
 
     @pytest.fixture(scope="session", params=["uvicorn", "daphne"])
     def django_server(request: pytest.FixtureRequest, start: Any) -> Iterator[Server]:

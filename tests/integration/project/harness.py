@@ -86,6 +86,13 @@ class Server:
         return self.shutdown
 
 
+def assert_clean_shutdown(server: Server) -> None:
+    """Stop the server: it must exit 0 and leave no thread behind."""
+    shutdown = server.stop()
+    assert shutdown.returncode == 0, f"exit {shutdown.returncode}:\n{server.log()}"
+    assert shutdown.threads_left == [], server.log()
+
+
 def _wait_for_port(server: Server) -> int:
     port_file = server.workdir / "state" / "port"
     deadline = time.monotonic() + STARTUP_LIMIT

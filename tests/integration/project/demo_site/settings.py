@@ -56,10 +56,13 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Django only logs request errors to the console in DEBUG mode; the tests read
-# the server's log to see that an exception arrived intact.
+# the server's log to see that an exception arrived intact. Not propagated: a
+# log record kept by pytest would keep the failed request's frames alive.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
-    "loggers": {"django.request": {"handlers": ["stderr"], "level": "ERROR"}},
+    "loggers": {
+        "django.request": {"handlers": ["stderr"], "level": "ERROR", "propagate": False}
+    },
 }
