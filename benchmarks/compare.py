@@ -110,6 +110,10 @@ class CompareError(Exception):
     """A failure that ends the run with a message instead of a traceback."""
 
 
+class UsageError(CompareError):
+    """A request this script cannot satisfy as asked (exit status 2)."""
+
+
 def _venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
@@ -220,8 +224,10 @@ def measure_round(
     number: int,
 ) -> Round:
     """Measure ``names`` on both sides, batch by batch, in fresh processes."""
-    workers = {side: Worker(side, pythons[side]) for side in SIDES}
+    workers: dict[Side, Worker] = {}
     try:
+        for side in SIDES:
+            workers[side] = Worker(side, pythons[side])
         round_ = Round(environment={s: w.environment for s, w in workers.items()})
         for index, name in enumerate(names):
             # Who goes first alternates by round, workload and batch pair.
@@ -445,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         return compare(args)
     except CompareError as exc:
         print(f"\ncompare: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -464,14 +470,14 @@ def compare(args: argparse.Namespace) -> int:
     if args.only:
         unknown = sorted(set(args.only) - set(names))
         if unknown:
-            raise CompareError(
+            raise UsageError(
                 f"unknown workloads: {', '.join(unknown)} (known: {', '.join(names)})"
             )
         names = [name for name in names if name in args.only]
     minutes = args.rounds * len(names) * 2 * args.time_per_workload / 60
     print(
         f"{args.rounds} rounds x {len(names)} workloads x 2 sides x "
-        f"{args.time_per_workload:g} s: about {minutes:.1f} min",
+        f"{args.time_per_workload:g} s: at least {minutes:.1f} min",
         file=sys.stderr,
     )
 
@@ -495,7 +501,9 @@ def compare(args: argparse.Namespace) -> int:
         args.save.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     kinds = {name: listing[name]["kind"] for name in names}
     rows, all_met = summarise(rounds, names, kinds)
+    command = " ".join(["uv run python benchmarks/compare.py", *sys.argv[1:]])
     print(describe(rounds, args.time_per_workload))
+    print(f"Command: `{command}`" if args.markdown else f"Command: {command}")
     print()
     print(render_markdown(rows) if args.markdown else render_text(rows))
     return 1 if args.check and not all_met else 0
