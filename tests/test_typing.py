@@ -8,11 +8,17 @@ these definitions.
 from __future__ import annotations
 
 import inspect
+import sys
 import typing
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    from typing import get_type_hints
+else:  # 3.10's own does not understand typing_extensions.NotRequired
+    from typing_extensions import get_type_hints
 
 import asgiref.typing as asgi_typing
 from asgiref.typing import (
@@ -217,9 +223,10 @@ def test_callable_aliases() -> None:
 def test_asgi2_protocol_is_a_protocol() -> None:
     assert getattr(ASGI2Protocol, "_is_protocol", False) is True
     assert inspect.iscoroutinefunction(ASGI2Protocol.__call__)
-    assert list(inspect.signature(ASGI2Protocol.__init__).parameters) == [
+    assert list(inspect.signature(ASGI2Protocol.__call__).parameters) == [
         "self",
-        "scope",
+        "receive",
+        "send",
     ]
 
 
