@@ -637,18 +637,25 @@ async def test_iterable_is_closed_when_sending_fails(fail_on: str) -> None:
 
 
 @pytest.mark.asgire_only
-async def test_generator_cleanup_runs() -> None:
+async def test_generator_cleanup_runs_even_while_referenced() -> None:
     cleaned: list[str] = []
+    responses: list[Iterator[bytes]] = []  # e.g. a cache or a debugging middleware
 
-    def application(environ: Environ, start_response: Any) -> Iterator[bytes]:
-        start_response("200 OK", [("Content-Length", "1")])
+    def body() -> Iterator[bytes]:
         try:
             yield b"a"
             yield b"b"
         finally:
             cleaned.append("done")
 
+    def application(environ: Environ, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Length", "1")])
+        response = body()
+        responses.append(response)
+        return response
+
     await serve(application, http_scope())
+    # Garbage collection cannot have finalised it: close() must have been called.
     assert cleaned == ["done"]
 
 
