@@ -17,9 +17,10 @@ class _Deadline:
     """``async with _Deadline(seconds)``: ``asyncio.timeout`` that also runs on 3.10.
 
     When time is up the current task is cancelled, and that cancellation
-    leaves the block as the built-in ``TimeoutError``. A cancellation from
-    anyone else passes through untouched, and on Python 3.11+ the task's
-    ``cancelling()`` count is restored on the way out.
+    leaves the block as the built-in ``TimeoutError``. On Python 3.11+ the
+    task's ``cancelling()`` count is restored on the way out, and a
+    cancellation from anyone else that raced the deadline passes through
+    (3.10 cannot tell the two apart).
     """
 
     __slots__ = ("_cancelling", "_delay", "_expired", "_handle", "_task")
