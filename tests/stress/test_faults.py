@@ -592,7 +592,7 @@ def collected(*refs: weakref.ref[Any], timeout: float = 5.0) -> bool:
 
 
 def released(thread: threading.Thread) -> bool:
-    """Ended, or parked in asgire's bounded pool of idle threads."""
+    """Ended, or parked by asgire as an idle thread for reuse."""
     return not thread.is_alive() or thread.name.startswith("asgire-")
 
 
