@@ -22,7 +22,7 @@ handed to any thread explicitly. So each snapshot records the *affinity token*
 of the thread that wrote it, and is visible only to a thread that currently
 holds the same token. Every thread has a token of its own; ``asgiref.sync``
 lends the caller's token to a thread while that thread runs work on the
-caller's behalf (``adopt_affinity``), which is exactly when data must be shared
+caller's behalf (``_affinity``), which is exactly when data must be shared
 across threads. A thread that merely inherited a context never holds the
 token, so it starts empty.
 """
@@ -52,20 +52,8 @@ class _Affinity(threading.local):
 _affinity = _Affinity()
 
 
-def current_affinity() -> object:
-    """Return the token that the running thread currently holds."""
-    return _affinity.token
-
-
-def adopt_affinity(token: object) -> object:
-    """Make the running thread hold ``token``; return the token it held before.
-
-    Used by ``asgiref.sync`` around work it runs on another thread on behalf of
-    the thread that owns ``token``. Restore with ``adopt_affinity(previous)``.
-    """
-    previous = _affinity.token
-    _affinity.token = token
-    return previous
+# asgiref.sync reads and swaps ``_affinity.token`` directly around the work it
+# runs on a thread on behalf of another one.
 
 
 _Snapshot = tuple[object, dict["_DefaultLocal", dict[str, Any]]]
@@ -186,7 +174,7 @@ def _writable(
     return locals_, dict(locals_.get(local, ()))
 
 
-def peek(local: Local, key: str, default: Any = None) -> Any:
+def _peek(local: Local, key: str, default: Any = None) -> Any:
     """``getattr(local, key, default)``, without raising and catching inside."""
     if type(local) is _DefaultLocal:
         snapshot = _STATE.get(None)

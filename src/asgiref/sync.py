@@ -46,7 +46,7 @@ from typing import (
 )
 
 from .current_thread_executor import CurrentThreadExecutor
-from .local import Local, adopt_affinity, current_affinity, peek
+from .local import Local, _affinity, _peek
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -69,6 +69,8 @@ _R = TypeVar("_R")
 # Unlike asyncio.get_running_loop(), returns None instead of raising.
 _get_running_loop = asyncio._get_running_loop
 _MISSING: Any = object()
+# os.getpid() is a system call; this copy is refreshed after fork().
+_pid = os.getpid()
 
 
 # -- Recognising coroutine functions -------------------------------------------
@@ -174,6 +176,9 @@ _POOL_INTERNALS = all(
     hasattr(ThreadPoolExecutor(max_workers=1), name)
     for name in ("_work_queue", "_shutdown_lock", "_shutdown", "_broken", "_threads")
 ) and hasattr(_cf_thread, "_global_shutdown_lock")
+# Python 3.10-3.13 call item.run(), 3.14 item.run(ctx); later versions queue
+# other shapes, so there only submit() is used.
+_POOL_INTERNALS = _POOL_INTERNALS and sys.version_info < (3, 15)
 
 
 def _queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
@@ -205,6 +210,7 @@ class _SyncCall:
         "context",
         "exception",
         "func",
+        "handler",
         "kwargs",
         "loop",
         "ok",
@@ -224,14 +230,16 @@ class _SyncCall:
         kwargs: dict[str, Any],
         context: contextvars.Context,
         exception: BaseException | None,
+        handler: Callable[..., Any] | None,
     ) -> None:
         self.loop = loop
+        self.handler = handler
         self.func = func
         self.args = args
         self.kwargs = kwargs
         self.context = context
         self.exception = exception
-        self.token = current_affinity()
+        self.token = _affinity.token
         self.task_context: list[asyncio.Task[Any]] = []
         self.waiter: asyncio.Future[None] = loop.create_future()
         self.settled = False
@@ -273,44 +281,55 @@ class _SyncCall:
         except IndexError:
             return  # cancelled before it started
         # async_to_sync inside the function finds its way back to our loop
-        # through the thread-local; nested calls on this thread restore it.
+        # through the thread-local. It is emptied afterwards, so that a later,
+        # unrelated use of this thread does not find a stale loop there.
         state = SyncToAsync.threadlocal.__dict__
-        saved = (
-            state.get("main_event_loop", _MISSING),
-            state.get("main_event_loop_pid", _MISSING),
-            state.get("task_context", _MISSING),
-        )
-        state["main_event_loop"] = self.loop
-        state["main_event_loop_pid"] = os.getpid()
-        state["task_context"] = self.task_context
-        token = adopt_affinity(self.token)
+        nested = state.copy() if state else None
+        own_token = _affinity.token
+        _affinity.token = self.token
         try:
-            if self.exception is None:
-                result = self.context.run(self.func, *self.args, **self.kwargs)
+            if self.handler is not None:
+                result = self._run_through_handler(self.handler)
             else:
-                result = self.context.run(
-                    _raise_then_call,
-                    self.exception,
-                    self.func,
-                    *self.args,
-                    **self.kwargs,
-                )
+                state["main_event_loop"] = self.loop
+                state["main_event_loop_pid"] = _pid
+                state["task_context"] = self.task_context
+                if self.exception is None:
+                    result = self.context.run(self.func, *self.args, **self.kwargs)
+                else:
+                    result = self.context.run(
+                        _raise_then_call,
+                        self.exception,
+                        self.func,
+                        *self.args,
+                        **self.kwargs,
+                    )
         except BaseException as exc:
             ok, result = False, exc
         else:
             ok = True
         finally:
-            adopt_affinity(token)
-            for key, value in zip(
-                ("main_event_loop", "main_event_loop_pid", "task_context"),
-                saved,
-                strict=True,
-            ):
-                if value is _MISSING:
-                    state.pop(key, None)
-                else:
-                    state[key] = value
+            _affinity.token = own_token
+            state.clear()
+            if nested:
+                state.update(nested)
         self._report(ok, result)
+
+    def _run_through_handler(self, handler: Callable[..., Any]) -> Any:
+        """Run the call through an overridden or wrapped ``thread_handler``.
+
+        Subclasses (Channels' ``DatabaseSyncToAsync``) and instrumentation
+        (APM agents) hook that method, so it must see the call as upstream
+        makes it: ``thread_handler(loop, exc_info, task_context, func, child)``.
+        """
+        exception = self.exception
+        exc_info = (
+            (None, None, None)
+            if exception is None
+            else (type(exception), exception, exception.__traceback__)
+        )
+        child = functools.partial(self.func, *self.args, **self.kwargs)
+        return handler(self.loop, exc_info, self.task_context, self.context.run, child)
 
     def _report(self, ok: bool, result: Any) -> None:
         # A closed loop raises RuntimeError: nobody is left waiting for this.
@@ -480,7 +499,7 @@ async def _retire(executor: Executor) -> None:
 
 def _current_thread_executor() -> CurrentThreadExecutor | None:
     """``AsyncToSync.executors.current``, without raising when unset."""
-    return peek(AsyncToSync.executors, "current")
+    return _peek(AsyncToSync.executors, "current")
 
 
 class SyncToAsync(Generic[_P, _R]):
@@ -574,7 +593,14 @@ class SyncToAsync(Generic[_P, _R]):
             baseline = contextvars.copy_context()
         else:
             context = baseline = self.context
-        call = _SyncCall(loop, self.func, args, kwargs, context, sys.exc_info()[1])
+        handler = (
+            None
+            if type(self).thread_handler is _BASE_THREAD_HANDLER
+            else self.thread_handler
+        )
+        call = _SyncCall(
+            loop, self.func, args, kwargs, context, sys.exc_info()[1], handler
+        )
         try:
             _start(call, executor, loop)
             try:
@@ -582,11 +608,15 @@ class SyncToAsync(Generic[_P, _R]):
             except asyncio.CancelledError:
                 if not await self._absorb_cancellation(call, loop):
                     raise
+            if call.ok:
+                return call.result
             return call.outcome()
         finally:
             if self.context is None:
                 _merge_context(context, baseline)
-            self.deadlock_context.set(False)
+            # Setting False where it is unset or False already changes nothing.
+            if self.deadlock_context.get(False):
+                self.deadlock_context.set(False)
 
     @staticmethod
     async def _absorb_cancellation(
@@ -674,6 +704,9 @@ class SyncToAsync(Generic[_P, _R]):
         return func(*args, **kwargs)
 
 
+_BASE_THREAD_HANDLER = SyncToAsync.thread_handler
+
+
 # -- async_to_sync ----------------------------------------------------------------
 
 
@@ -745,7 +778,7 @@ class _SharedLoop:
     def _serve(
         ready: Future[tuple[asyncio.AbstractEventLoop, int]], token: object
     ) -> None:
-        adopt_affinity(token)
+        _affinity.token = token
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         ready.set_result((loop, threading.get_ident()))
@@ -830,7 +863,7 @@ def _shared_loop_for(context: AsyncSingleThreadContext) -> _SharedLoop:
         if executor is None:
             executor = ThreadPoolExecutor(max_workers=1)
             AsyncToSync.context_to_thread_executor[context] = executor
-        shared = _SharedLoop(executor, current_affinity())
+        shared = _SharedLoop(executor, _affinity.token)
         _shared_loops[context] = shared
         # A context dropped without exiting still closes its loop.
         weakref.finalize(context, shared.stop)
@@ -953,10 +986,11 @@ class AsyncToSync(Generic[_P, _R]):
 
             loop.call_soon_threadsafe(start)
         else:
-            token = current_affinity()
+            token = _affinity.token
 
             def run_loop() -> None:
-                adopted = adopt_affinity(token)
+                own_token = _affinity.token
+                _affinity.token = token
                 try:
                     # Started in the caller's context, the task needs no
                     # context variables copied into it one by one.
@@ -966,7 +1000,7 @@ class AsyncToSync(Generic[_P, _R]):
                 else:
                     finished.set_result(None)
                 finally:
-                    adopt_affinity(adopted)
+                    _affinity.token = own_token
 
             _loop_threads.run(run_loop)
         executor.run_until_future(finished)
@@ -1019,7 +1053,7 @@ def _caller_loop() -> asyncio.AbstractEventLoop | None:
     """
     state = SyncToAsync.threadlocal.__dict__
     loop = state.get("main_event_loop")
-    if loop is None or state.get("main_event_loop_pid") != os.getpid():
+    if loop is None or state.get("main_event_loop_pid") != _pid:
         return None
     if loop.is_closed() or not loop.is_running():
         raise RuntimeError(
@@ -1123,7 +1157,8 @@ _default_single_thread_executor = SyncToAsync.single_thread_executor
 
 def _reset_after_fork() -> None:
     """Give the child process fresh threads: none of the parent's survived."""
-    global _default_single_thread_executor
+    global _default_single_thread_executor, _pid
+    _pid = os.getpid()
     if SyncToAsync.single_thread_executor is _default_single_thread_executor:
         _default_single_thread_executor = ThreadPoolExecutor(max_workers=1)
         SyncToAsync.single_thread_executor = _default_single_thread_executor
