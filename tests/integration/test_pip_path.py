@@ -1,0 +1,148 @@
+"""The pip migration path the README documents, in a fresh virtual environment.
+
+Wheels come from the directory scripts/test-integration fills: asgire built
+from this checkout and upstream asgiref 3.13.0, so pip runs offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+
+def _dependant_wheel(directory: Path) -> None:
+    """A stand-in for Django: a distribution that requires upstream asgiref."""
+    files = {
+        "needs_asgiref/__init__.py": b"",
+        "needs_asgiref-1.0.dist-info/METADATA": (
+            b"Metadata-Version: 2.1\nName: needs-asgiref\nVersion: 1.0\n"
+            b"Requires-Dist: asgiref>=3.8\n"
+        ),
+        "needs_asgiref-1.0.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: asgire-tests\nRoot-Is-Purelib: true\n"
+            b"Tag: py3-none-any\n"
+        ),
+    }
+    record = []
+    for name, content in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=")
+        record.append(f"{name},sha256={digest.decode()},{len(content)}")
+    record.append("needs_asgiref-1.0.dist-info/RECORD,,")
+    files["needs_asgiref-1.0.dist-info/RECORD"] = "\n".join(record).encode() + b"\n"
+    with zipfile.ZipFile(
+        directory / "needs_asgiref-1.0-py3-none-any.whl", "w"
+    ) as wheel:
+        for name, content in files.items():
+            wheel.writestr(name, content)
+
+
+class Venv:
+    def __init__(self, path: Path, find_links: list[Path]) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "venv", str(path)], check=True, timeout=120
+        )
+        self.python = str(path / "bin" / "python")
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}
+            and not key.startswith(("PIP_", "UV_"))
+        }
+        # The documented commands, run offline against local wheels.
+        self.env |= {
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": " ".join(str(p) for p in find_links),
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PIP_NO_INPUT": "1",
+        }
+        self.cwd = path
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.python, *args],
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def pip(self, *args: str) -> None:
+        done = self.run("-m", "pip", *args)
+        assert done.returncode == 0, (
+            f"pip {' '.join(args)}:\n{done.stdout}{done.stderr}"
+        )
+
+    def info(self) -> subprocess.CompletedProcess[str]:
+        return self.run("-m", "asgire", "info")
+
+    def distributions(self) -> set[str]:
+        done = self.run(
+            "-c",
+            "import importlib.metadata as m\n"
+            "print('\\n'.join(d.metadata['Name'].lower() for d in m.distributions()))",
+        )
+        return set(done.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    wheels = os.environ.get("ASGIRE_INTEGRATION_WHEELS")
+    if not wheels:
+        pytest.fail(
+            "ASGIRE_INTEGRATION_WHEELS is not set: run scripts/test-integration"
+        )
+    extra = tmp_path_factory.mktemp("dependant-wheel")
+    _dependant_wheel(extra)
+    find_links = [Path(wheels) / "asgire", Path(wheels) / "upstream", extra]
+    return Venv(tmp_path_factory.mktemp("pip-path") / "venv", find_links)
+
+
+def test_pip_migration_and_its_failure_paths(venv: Venv) -> None:
+    # A project as it stands before migrating: upstream installed.
+    venv.pip("install", "asgiref==3.13.0")
+
+    # The documented migration: remove upstream first, then install asgire.
+    venv.pip("uninstall", "-y", "asgiref")
+    venv.pip("install", "asgire")
+    clean = venv.info()
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "asgiref" not in venv.distributions()
+    imported = venv.run(
+        "-c", "import asgiref.sync, asgiref.wsgi; print(asgiref.__version__)"
+    )
+    assert imported.stdout == "3.13.0\n", imported.stderr
+
+    # A dependant (Django, Channels...) installed later brings upstream back
+    # over asgire's files: info must notice.
+    venv.pip("install", "needs-asgiref")
+    assert "asgiref" in venv.distributions()
+    broken = venv.info()
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "asgiref 3.13.0" in broken.stdout
+
+    # The documented repair.
+    venv.pip("uninstall", "-y", "asgiref")
+    venv.pip("install", "--force-reinstall", "--no-deps", "asgire")
+    repaired = venv.info()
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+
+    # The wrong order: asgire over upstream, then upstream uninstalled, which
+    # deletes the files the two shared.
+    venv.pip("install", "--no-deps", "asgiref==3.13.0")
+    assert venv.info().returncode == 1
+    venv.pip("uninstall", "-y", "asgiref")
+    gutted = venv.info()
+    assert gutted.returncode == 1, gutted.stdout + gutted.stderr
+    venv.pip("install", "--force-reinstall", "--no-deps", "asgire")
+    assert venv.info().returncode == 0
+    assert "asgiref" not in venv.distributions()
