@@ -288,7 +288,9 @@ def test_each_call_from_a_plain_thread_gets_a_fresh_loop() -> None:
     first_loop, first_thread = wrapper()
     second_loop, second_thread = wrapper()
     assert first_loop is not second_loop
-    assert first_thread is not second_thread
+    # Which thread runs the loop is not part of the contract: asgire reuses
+    # idle loop threads, upstream starts a new one per call.
+    assert threading.current_thread() not in (first_thread, second_thread)
     assert first_loop.is_closed()
     assert second_loop.is_closed()
 

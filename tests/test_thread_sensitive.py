@@ -632,9 +632,9 @@ def test_async_to_sync_calls_in_a_single_thread_context_share_one_thread() -> No
         assert first is second
         assert first is not threading.current_thread()
         assert first.is_alive()
-        assert first_loop.is_closed()
-        assert second_loop.is_closed()
     assert not first.is_alive()
+    assert first_loop.is_closed()
+    assert second_loop.is_closed()
 
 
 def test_outermost_single_thread_context_wins() -> None:
@@ -652,9 +652,10 @@ def test_outermost_single_thread_context_wins() -> None:
 def test_single_thread_context_without_calls_exits_cleanly() -> None:
     with AsyncSingleThreadContext():
         pass
-    first, _ = async_to_sync(loop_thread)()
-    second, _ = async_to_sync(loop_thread)()
-    assert first is not second
+    thread, loop = async_to_sync(loop_thread)()
+    assert thread is not threading.current_thread()
+    assert loop.is_closed()
+    assert AsyncToSync.async_single_thread_context.get(None) is None
 
 
 def test_single_thread_context_still_returns_sync_work_to_the_caller() -> None:
