@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -43,6 +44,18 @@ def _dependant_wheel(directory: Path) -> None:
     ) as wheel:
         for name, content in files.items():
             wheel.writestr(name, content)
+
+
+def _fix_commands(report: str) -> list[list[str]]:
+    """The commands under "Fix (run in this order):" in info's report."""
+    lines = report.splitlines()
+    start = lines.index("Fix (run in this order):") + 1
+    commands = []
+    for line in lines[start:]:
+        if not line.startswith("  "):
+            break
+        commands.append(shlex.split(line))
+    return commands
 
 
 class Venv:
@@ -130,9 +143,17 @@ def test_pip_migration_and_its_failure_paths(venv: Venv) -> None:
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert "asgiref 3.13.0" in broken.stdout
 
-    # The documented repair.
-    venv.pip("uninstall", "-y", "asgiref")
-    venv.pip("install", "--force-reinstall", "--no-deps", "asgire")
+    # The repair info prints (the README documents the same two commands).
+    fix = _fix_commands(broken.stdout)
+    assert [command[1:4] for command in fix] == [
+        ["-m", "pip", "uninstall"],
+        ["-m", "pip", "install"],
+    ], broken.stdout
+    for command in fix:
+        done = subprocess.run(
+            command, env=venv.env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
     repaired = venv.info()
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
 
