@@ -394,7 +394,8 @@ def test_cancel_during_thread_sensitive_context_exit(new_threads: Any) -> None:
 class AbandonedWorker:
     """A sync worker left running after its loop finished, then released."""
 
-    def __init__(self) -> None:
+    def __init__(self, thread_sensitive: bool) -> None:
+        self.thread_sensitive = thread_sensitive
         self.loop = asyncio.new_event_loop()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="stress-abandoned")
         self.started = threading.Event()
@@ -416,7 +417,10 @@ class AbandonedWorker:
             self.finished.set()
 
     async def start_and_abandon(self) -> None:
-        call = sync_to_async(self.work, thread_sensitive=False, executor=self.pool)
+        if self.thread_sensitive:
+            call = sync_to_async(self.work)  # on the shared thread-sensitive worker
+        else:
+            call = sync_to_async(self.work, thread_sensitive=False, executor=self.pool)
         task = asyncio.ensure_future(call())
         await wait_until(self.started)
         task.cancel()  # the thread keeps running; the loop will not wait for it
@@ -439,9 +443,15 @@ class AbandonedWorker:
         return in_time
 
 
+SENSITIVITY = pytest.mark.parametrize(
+    "thread_sensitive", [False, True], ids=["own executor", "thread-sensitive"]
+)
+
+
 @pytest.mark.timeout(30)
-def test_async_to_sync_after_loop_closed_does_not_hang() -> None:
-    worker = AbandonedWorker()
+@SENSITIVITY
+def test_async_to_sync_after_loop_closed_does_not_hang(thread_sensitive: bool) -> None:
+    worker = AbandonedWorker(thread_sensitive)
     assert worker.run(close=True), "async_to_sync hung on a closed loop"
     # Upstream runs the coroutine in a fresh loop instead; either is an answer.
     (outcome,) = worker.outcome
@@ -451,8 +461,11 @@ def test_async_to_sync_after_loop_closed_does_not_hang() -> None:
 @pytest.mark.asgire_only
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("close", [False, True], ids=["stopped", "closed"])
-def test_async_to_sync_into_dead_loop_raises_runtime_error(close: bool) -> None:
-    worker = AbandonedWorker()
+@SENSITIVITY
+def test_async_to_sync_into_dead_loop_raises_runtime_error(
+    close: bool, thread_sensitive: bool
+) -> None:
+    worker = AbandonedWorker(thread_sensitive)
     finished = worker.run(close=close)
     assert finished, "async_to_sync hung waiting for a loop that is not running"
     (outcome,) = worker.outcome
