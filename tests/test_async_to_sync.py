@@ -173,7 +173,7 @@ def test_warns_for_callables_not_marked_async_but_still_runs_them() -> None:
 
 def test_warns_for_non_callables() -> None:
     with pytest.warns(UserWarning, match=NOT_ASYNC_WARNING):
-        async_to_sync(42)  # type: ignore[call-overload]
+        async_to_sync(42)  # ty: ignore[invalid-argument-type]
 
 
 def test_decorator_factory_warns_when_applied() -> None:
@@ -191,7 +191,7 @@ def test_warning_from_the_class_points_at_the_caller() -> None:
         pass
 
     with pytest.warns(UserWarning, match=NOT_ASYNC_WARNING) as caught:
-        AsyncToSync(not_async)  # type: ignore[arg-type]
+        AsyncToSync(not_async)  # ty: ignore[invalid-argument-type]
     assert caught[0].filename == __file__
 
 
@@ -256,7 +256,7 @@ def test_decorated_method_binds_to_the_instance() -> None:
 
 
 def test_bound_decorated_method_carries_metadata() -> None:
-    bound = Service("svc").describe
+    bound: Any = Service("svc").describe
     assert bound.__name__ == "describe"
     assert bound.__doc__ == "Describe the service."
     assert inspect.iscoroutinefunction(bound.__wrapped__)
@@ -265,7 +265,7 @@ def test_bound_decorated_method_carries_metadata() -> None:
 
 def test_wrapping_a_bound_coroutine_method_exposes_self() -> None:
     service = Service("svc")
-    wrapper = async_to_sync(service.plain)
+    wrapper: Any = async_to_sync(service.plain)
     assert wrapper.__self__ is service
     assert wrapper(5) == (service, 5)
 
@@ -543,6 +543,14 @@ async def test_exceptions_propagate_from_the_outer_loop_too() -> None:
     with pytest.raises(KeyError) as caught:
         await sync_to_async(async_to_sync(explode))()
     assert caught.value is error
+
+
+def test_bad_arguments_raise_type_error_in_the_caller() -> None:
+    wrapper = async_to_sync(add)
+    with pytest.raises(TypeError):
+        wrapper(1, 2, 3)  # ty: ignore[too-many-positional-arguments]
+    with pytest.raises(TypeError):
+        wrapper(1, c=3)  # ty: ignore[unknown-argument]
 
 
 def test_base_exceptions_propagate() -> None:

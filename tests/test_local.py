@@ -66,13 +66,13 @@ def test_thread_critical_false_gives_a_default_local() -> None:
 
 
 def test_subclassing_local_fails_on_instantiation() -> None:
-    class Custom(Local):
+    class Custom(Local):  # ty: ignore[subclass-of-final-class]
         pass
 
     with pytest.raises(
         TypeError, match=r"^asgiref\.local\.Local cannot be subclassed$"
     ):
-        Custom()
+        Custom()  # ty: ignore[invalid-argument-type]
 
 
 def test_each_instance_has_its_own_namespace() -> None:

@@ -142,7 +142,7 @@ async def test_calling_the_wrapper_returns_a_coroutine() -> None:
 
 
 def test_wrapper_carries_the_wrapped_function_metadata() -> None:
-    wrapper = sync_to_async(add)
+    wrapper: Any = sync_to_async(add)
     assert wrapper.__name__ == "add"
     assert wrapper.__qualname__ == "add"
     assert wrapper.__doc__ == "Add two numbers."
@@ -300,7 +300,7 @@ async def test_decorated_method_binds_to_the_instance() -> None:
 
 
 async def test_bound_decorated_method_carries_metadata() -> None:
-    bound = Counter().increment
+    bound: Any = Counter().increment
     assert bound.__name__ == "increment"
     assert bound.__doc__ == "Increase the count."
     assert bound.__wrapped__ is vars(Counter)["increment"].func
@@ -320,7 +320,7 @@ async def test_each_instance_binds_separately() -> None:
 
 async def test_wrapping_a_bound_method_exposes_self() -> None:
     counter = Counter()
-    wrapper = sync_to_async(counter.plain)
+    wrapper: Any = sync_to_async(counter.plain)
     assert wrapper.__self__ is counter
     assert wrapper.func == counter.plain
     assert await wrapper(7) == (counter, 7)
@@ -342,7 +342,8 @@ async def test_thread_sensitive_calls_run_on_the_single_thread_executor() -> Non
     first = await sync_to_async(threading.current_thread)()
     second = await sync_to_async(threading.current_thread)()
     assert first is second
-    assert first in SyncToAsync.single_thread_executor._threads
+    pool: Any = SyncToAsync.single_thread_executor
+    assert first in pool._threads
 
 
 async def test_non_sensitive_calls_use_the_given_executor(
@@ -364,7 +365,7 @@ async def test_given_executor_may_be_any_executor() -> None:
 
     executor = Recording()
     try:
-        wrapper = SyncToAsync(add, thread_sensitive=False, executor=executor)  # type: ignore[arg-type]
+        wrapper = SyncToAsync(add, thread_sensitive=False, executor=executor)
         assert await wrapper(1, 1) == 2
         assert executor.submitted == 1
     finally:
