@@ -13,7 +13,7 @@ import time
 import traceback
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -250,41 +250,87 @@ async def thread_sensitive_worker_still_serves() -> None:
     assert await asyncio.wait_for(sync_to_async(lambda: 42)(), 5) == 42
 
 
+class Lane:
+    """One way sync work gets a thread: which executor, and who is waiting."""
+
+    NAMES = (
+        "thread-sensitive",
+        "thread-sensitive in context",
+        "caller thread",
+        "own pool",
+        "default executor",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def call(self, func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        if self.name == "own pool":
+            return sync_to_async(func, thread_sensitive=False, executor=self.pool)
+        if self.name == "default executor":
+            return sync_to_async(func, thread_sensitive=False)
+        # The shared worker, the context's worker, or (under async_to_sync)
+        # the blocked caller's own thread.
+        return sync_to_async(func)
+
+    def run(self, scenario: Callable[[], Awaitable[None]]) -> None:
+        with ThreadPoolExecutor(1, thread_name_prefix="stress-lane") as self.pool:
+            if self.name == "caller thread":
+                async_to_sync(self._inside)(scenario)
+            else:
+                asyncio.run(self._inside(scenario))
+
+    async def _inside(self, scenario: Callable[[], Awaitable[None]]) -> None:
+        if self.name == "default executor":
+            single = ThreadPoolExecutor(1, thread_name_prefix="stress-default")
+            asyncio.get_running_loop().set_default_executor(single)
+        if self.name == "thread-sensitive in context":
+            async with ThreadSensitiveContext():
+                await scenario()
+        else:
+            await scenario()
+        # Whatever was cancelled, the lane's thread is free for the next call.
+        assert await asyncio.wait_for(self.call(lambda: 42)(), 5) == 42
+
+
 @pytest.mark.timeout(30)
-def test_cancel_before_worker_starts(new_threads: Any) -> None:
-    before = future_ids()
+@pytest.mark.parametrize("lane", Lane.NAMES)
+def test_cancel_before_worker_starts(lane: str, new_threads: Any) -> None:
     ran: list[int] = []
+    way = Lane(lane)
 
     async def scenario() -> None:
+        before = future_ids()
         gate, busy = threading.Event(), threading.Event()
 
         def occupy() -> None:
             busy.set()
             gate.wait(10)
 
-        blocker = asyncio.ensure_future(sync_to_async(occupy)())
+        blocker = asyncio.ensure_future(way.call(occupy)())
         await wait_until(busy)
-        # Queued behind `occupy` on the one thread-sensitive worker.
-        queued = asyncio.ensure_future(sync_to_async(ran.append)(1))
+        # Queued behind `occupy`: the lane has one thread.
+        queued = asyncio.ensure_future(way.call(ran.append)(1))
         await asyncio.sleep(0.05)
         queued.cancel()
         await expect_cancelled(queued)
         gate.set()
         await asyncio.wait_for(blocker, 5)
-        await thread_sensitive_worker_still_serves()
         assert pending_futures(before) == []
 
-    asyncio.run(scenario())
+    way.run(scenario)
     assert ran == [], "a call cancelled before it started still ran"
     new_threads.assert_none_stuck()
 
 
 @pytest.mark.timeout(30)
-def test_cancel_while_sync_work_runs(new_threads: Any) -> None:
-    before = future_ids()
+@pytest.mark.parametrize("lane", Lane.NAMES)
+def test_cancel_while_sync_work_runs(lane: str, new_threads: Any) -> None:
     finished: list[int] = []
+    way = Lane(lane)
 
     async def scenario() -> None:
+        before = future_ids()
         gate, started = threading.Event(), threading.Event()
 
         def work() -> int:
@@ -293,7 +339,7 @@ def test_cancel_while_sync_work_runs(new_threads: Any) -> None:
             finished.append(1)
             return 1
 
-        task = asyncio.ensure_future(sync_to_async(work)())
+        task = asyncio.ensure_future(way.call(work)())
         await wait_until(started)
         task.cancel()
         # Whether cancellation waits for the thread or not, releasing the
@@ -301,10 +347,9 @@ def test_cancel_while_sync_work_runs(new_threads: Any) -> None:
         asyncio.get_running_loop().call_later(0.1, gate.set)
         await expect_cancelled(task)
         await asyncio.sleep(0.2)
-        await thread_sensitive_worker_still_serves()
         assert pending_futures(before) == []
 
-    asyncio.run(scenario())
+    way.run(scenario)
     assert finished == [1]
     new_threads.assert_none_stuck()
 
