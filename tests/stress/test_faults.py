@@ -135,6 +135,28 @@ def across_async_to_sync_outer_loop(thrower: Thrower) -> BaseException | None:
     return asyncio.run(sync_to_async(in_worker)())
 
 
+def across_async_to_sync_forced_new_loop(thrower: Thrower) -> BaseException | None:
+    def in_worker() -> BaseException | None:
+        try:
+            async_to_sync(thrower.raising_coroutine_function, force_new_loop=True)()
+        except BaseException as caught:
+            return caught
+        return None
+
+    return asyncio.run(sync_to_async(in_worker, thread_sensitive=False)())
+
+
+def across_async_to_sync_single_thread_context(
+    thrower: Thrower,
+) -> BaseException | None:
+    try:
+        with AsyncSingleThreadContext():
+            async_to_sync(thrower.raising_coroutine_function)()
+    except BaseException as caught:
+        return caught
+    return None
+
+
 def across_sync_async_sync(thrower: Thrower) -> BaseException | None:
     async def middle() -> None:
         await sync_to_async(thrower.raising_sync_function)()
@@ -168,6 +190,14 @@ ROUTES: dict[str, tuple[Callable[[Thrower], BaseException | None], str]] = {
     ),
     "async_to_sync, outer loop": (
         across_async_to_sync_outer_loop,
+        "raising_coroutine_function",
+    ),
+    "async_to_sync, forced new loop": (
+        across_async_to_sync_forced_new_loop,
+        "raising_coroutine_function",
+    ),
+    "async_to_sync, single-thread context": (
+        across_async_to_sync_single_thread_context,
         "raising_coroutine_function",
     ),
     "sync->async->sync": (across_sync_async_sync, "raising_sync_function"),
