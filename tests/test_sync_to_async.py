@@ -326,6 +326,30 @@ async def test_wrapping_a_bound_method_exposes_self() -> None:
     assert await wrapper(7) == (counter, 7)
 
 
+async def test_subclass_can_wrap_the_call_in_thread_handler() -> None:
+    events: list[tuple[str, Any]] = []
+
+    class Tracing(SyncToAsync[Any, Any]):
+        def thread_handler(self, loop: Any, *args: Any, **kwargs: Any) -> Any:
+            events.append(("before", loop))
+            try:
+                return ("wrapped", super().thread_handler(loop, *args, **kwargs))
+            finally:
+                events.append(("after", threading.current_thread()))
+
+    def work(value: int) -> tuple[int, threading.Thread]:
+        events.append(("work", value))
+        return value, threading.current_thread()
+
+    loop = asyncio.get_running_loop()
+    for thread_sensitive in (True, False):
+        events.clear()
+        label, (value, worker) = await Tracing(work, thread_sensitive)(7)
+        assert (label, value) == ("wrapped", 7)
+        assert worker is not threading.current_thread()
+        assert events == [("before", loop), ("work", 7), ("after", worker)]
+
+
 # Where the function runs
 
 
