@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import importlib.util
 import threading
@@ -48,14 +49,33 @@ class CallLog:
         self.threads: set[int] = set()
 
     def run(self, index: int, token: object) -> tuple[int, object]:
+        # The caller's context came along, and a change made here goes back.
+        assert caller_index.get() == index, "ran in another caller's context"
+        worker_answer.set(index)
         with self._lock:
             self.order.append(index)
             self.threads.add(threading.get_ident())
         return index, token
 
 
+caller_index: contextvars.ContextVar[int] = contextvars.ContextVar("caller_index")
+worker_answer: contextvars.ContextVar[int] = contextvars.ContextVar("worker_answer")
+
+
+async def one_call(
+    call: Callable[[int, object], Awaitable[tuple[int, object]]],
+    index: int,
+    token: object,
+) -> tuple[int, object]:
+    caller_index.set(index)
+    result = await call(index, token)
+    if worker_answer.get(None) != index:
+        raise AssertionError(f"call {index} got another call's context back")
+    return result
+
+
 async def many_concurrent_calls(
-    non_sensitive: CallLog, sensitive: CallLog
+    non_sensitive: CallLog, sensitive: CallLog, in_context: bool = False
 ) -> tuple[list[tuple[int, object]], list[object]]:
     tokens = [object() for _ in range(NON_SENSITIVE_CALLS + SENSITIVE_CALLS)]
     free = sync_to_async(non_sensitive.run, thread_sensitive=False)
@@ -63,10 +83,11 @@ async def many_concurrent_calls(
     # Interleave the two kinds so they compete for the loop at the same time.
     calls: list[Awaitable[tuple[int, object]]] = []
     for index, token in enumerate(tokens):
-        if index % 11 == 10:
-            calls.append(pinned(index, token))
-        else:
-            calls.append(free(index, token))
+        call = pinned if index % 11 == 10 else free
+        calls.append(one_call(call, index, token))
+    if in_context:
+        async with ThreadSensitiveContext():
+            return await asyncio.gather(*calls), tokens
     return await asyncio.gather(*calls), tokens
 
 
@@ -91,19 +112,22 @@ def check_many_concurrent_calls(
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("in_context", [False, True], ids=["shared", "in context"])
 def test_concurrent_calls_from_one_loop_each_reach_their_caller(
-    resources: Any, figures: Any
+    in_context: bool, resources: Any, figures: Any
 ) -> None:
     # The first thread-sensitive call starts the shared worker that outlives it.
     asyncio.run(sync_to_async(echo)(0))
     resources.rebase()
 
     non_sensitive, sensitive = CallLog(), CallLog()
-    results, tokens = asyncio.run(many_concurrent_calls(non_sensitive, sensitive))
+    results, tokens = asyncio.run(
+        many_concurrent_calls(non_sensitive, sensitive, in_context)
+    )
     check_many_concurrent_calls(results, tokens, non_sensitive, sensitive)
     resources.assert_back_to_baseline()
     figures.record(
-        "load: one loop",
+        "load: one loop" + (", in a ThreadSensitiveContext" if in_context else ""),
         non_sensitive_calls=len(non_sensitive.order),
         sensitive_calls=len(sensitive.order),
         non_sensitive_threads=len(non_sensitive.threads),
