@@ -751,6 +751,35 @@ def test_async_single_thread_context_releases_executor_and_thread(
 
 
 @pytest.mark.timeout(30)
+def test_single_thread_context_never_exited_is_released_with_its_thread(
+    new_threads: Any,
+) -> None:
+    found: dict[str, Any] = {}
+
+    async def note_loop_thread() -> None:
+        found["loop thread"] = threading.current_thread()
+
+    def forgets_to_exit() -> None:
+        # The context lives in this thread's context variables only.
+        context = AsyncSingleThreadContext()
+        context.__enter__()
+        async_to_sync(note_loop_thread)()
+        found["context"] = weakref.ref(context)
+        found["executor"] = weakref.ref(AsyncToSync.context_to_thread_executor[context])
+
+    thread = threading.Thread(target=forgets_to_exit, name="stress-forgetful")
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    del thread
+
+    assert collected(found["context"], found["executor"])
+    new_threads.assert_none_stuck()
+    assert released(found["loop thread"])
+    assert len(AsyncToSync.context_to_thread_executor) == 0
+
+
+@pytest.mark.timeout(30)
 def test_new_loop_and_its_thread_are_released(new_threads: Any) -> None:
     found: dict[str, Any] = {}
 
