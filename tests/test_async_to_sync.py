@@ -13,7 +13,7 @@ import traceback
 import warnings
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -384,6 +384,46 @@ async def test_threads_started_from_sync_to_async_do_not_reuse_the_outer_loop() 
         return in_new_thread(async_to_sync(running_loop))
 
     assert await sync_to_async(spawn)() is not outer
+
+
+def test_sync_code_that_outlived_its_loop_gets_a_new_loop() -> None:
+    pool = ThreadPoolExecutor(max_workers=1)
+    loop_gone = threading.Event()
+    outcome: Future[Any] = Future()
+
+    def outlives_the_loop(started: Callable[[], object]) -> None:
+        started()
+        try:
+            assert loop_gone.wait(timeout=10)
+            outcome.set_result(async_to_sync(running_loop)())
+        except BaseException as exc:
+            outcome.set_exception(exc)
+
+    async def main() -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+        # Left running on purpose: asyncio.run cancels the task, but the
+        # sync function carries on in the pool after the loop has closed.
+        leftover.append(
+            asyncio.ensure_future(
+                sync_to_async(outlives_the_loop, thread_sensitive=False, executor=pool)(
+                    lambda: loop.call_soon_threadsafe(started.set)
+                )
+            )
+        )
+        await started.wait()
+        return loop
+
+    leftover: list[asyncio.Future[None]] = []
+    try:
+        outer = asyncio.run(main())
+        assert outer.is_closed()
+    finally:
+        loop_gone.set()
+        pool.shutdown()
+    fresh = outcome.result(timeout=0)
+    assert fresh is not outer
+    assert fresh.is_closed()
 
 
 async def test_force_new_loop_ignores_the_outer_loop() -> None:
