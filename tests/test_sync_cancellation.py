@@ -239,3 +239,51 @@ async def test_cancelling_before_the_sync_function_starts() -> None:
     await occupier
     # The cancelled call was still queued, so it never starts.
     assert await sync_to_async(lambda: list(ran))() == []
+
+
+async def test_cancellation_through_nested_frames_waits_for_the_innermost_sync_code() -> (
+    None
+):
+    loop = asyncio.get_running_loop()
+    events: list[Any] = []
+    innermost_started = asyncio.Event()
+    release = threading.Event()
+
+    def innermost() -> str:
+        loop.call_soon_threadsafe(innermost_started.set)
+        assert release.wait(timeout=10)
+        events.append("innermost returned")
+        return "innermost"
+
+    async def middle() -> str:
+        try:
+            return await sync_to_async(innermost)()
+        except asyncio.CancelledError:
+            events.append("middle cancelled")
+            raise
+
+    def outer() -> str:
+        try:
+            return async_to_sync(middle)()
+        except asyncio.CancelledError:
+            events.append("outer saw the cancellation")
+            raise
+
+    task = asyncio.ensure_future(sync_to_async(outer)())
+    await innermost_started.wait()
+    task.cancel()
+    try:
+        for _ in range(10):
+            await asyncio.sleep(0)
+        # The innermost sync code runs on the outer function's thread, which
+        # cannot return before it does; the task keeps waiting for both.
+        assert not task.done()
+    finally:
+        release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert events == [
+        "middle cancelled",
+        "innermost returned",
+        "outer saw the cancellation",
+    ]
