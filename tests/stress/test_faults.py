@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import gc
 import importlib
 import os
+import random
 import sys
 import threading
 import time
@@ -419,6 +421,73 @@ def test_cancel_while_sync_work_waits_in_nested_async_to_sync(
     asyncio.run(scenario())
     assert seen == ["innermost cancelled", "sync side got CancelledError"]
     new_threads.assert_none_stuck()
+
+
+STORM_CALLS = 3_000
+
+
+@pytest.mark.timeout(60)
+def test_cancellation_storm_loses_and_duplicates_nothing(
+    new_threads: Any, figures: Any
+) -> None:
+    # Cancellations land at random points of many concurrent crossings of
+    # every kind; each call either returns its own answer or is cancelled.
+    runs: collections.Counter[int] = collections.Counter()
+    lock = threading.Lock()
+    chooser = random.Random(8)
+
+    def record(index: int) -> int:
+        with lock:
+            runs[index] += 1
+        return index
+
+    async def async_record(index: int) -> int:
+        await asyncio.sleep(0)
+        return await sync_to_async(record)(index)
+
+    def nested(index: int) -> int:
+        return async_to_sync(async_record)(index)
+
+    free = sync_to_async(record, thread_sensitive=False)
+    pinned = sync_to_async(record)
+    bridged = sync_to_async(nested, thread_sensitive=False)
+
+    async def storm() -> list[int | BaseException]:
+        before = future_ids()
+        loop = asyncio.get_running_loop()
+        tasks = []
+        for index in range(STORM_CALLS):
+            call = (free, pinned, bridged)[index % 3]
+            task = asyncio.ensure_future(call(index))
+            if chooser.random() < 0.5:
+                loop.call_later(chooser.random() * 0.05, task.cancel)
+            tasks.append(task)
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*tasks, return_exceptions=True), 30
+        )
+        await asyncio.sleep(0.2)  # cancelled work still running may finish
+        await thread_sensitive_worker_still_serves()
+        assert pending_futures(before) == []
+        return outcomes
+
+    outcomes = asyncio.run(storm())
+    answered = [i for i, outcome in enumerate(outcomes) if outcome == i]
+    cancelled = [
+        i for i, o in enumerate(outcomes) if isinstance(o, asyncio.CancelledError)
+    ]
+    assert len(answered) + len(cancelled) == STORM_CALLS, [
+        o for o in outcomes if not isinstance(o, (int, asyncio.CancelledError))
+    ][:5]
+    assert all(runs[i] == 1 for i in answered), "an answered call ran twice or never"
+    assert max(runs.values(), default=0) <= 1, "a call ran more than once"
+    new_threads.assert_none_stuck()
+    figures.record(
+        "faults: cancellation storm",
+        calls=STORM_CALLS,
+        answered=len(answered),
+        cancelled=len(cancelled),
+        cancelled_after_running=sum(1 for i in cancelled if runs[i]),
+    )
 
 
 @pytest.mark.timeout(30)
