@@ -11,6 +11,7 @@ import asyncio
 import gc
 import importlib.util
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -43,6 +44,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for test, values in _FIGURES.items():
         shown = ", ".join(f"{name}={_show(value)}" for name, value in values.items())
         terminalreporter.write_line(f"{test}: {shown}")
+    peak_rss = _peak_rss_bytes()
+    if peak_rss is not None:
+        terminalreporter.write_line(f"process: peak_rss_bytes={_show(peak_rss)}")
+
+
+def _peak_rss_bytes() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def _show(value: object) -> str:
