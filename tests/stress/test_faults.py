@@ -234,8 +234,8 @@ def test_exception_reaches_caller_unchanged(kind: str, route: str) -> None:
 # --- cancellation leaves nothing behind --------------------------------------
 
 
-def pending_futures(before: set[int]) -> list[object]:
-    """Futures not done now that were not there at ``before`` (by id)."""
+def pending_futures(before: weakref.WeakSet[Any]) -> list[object]:
+    """Futures not done now that were not there at ``before``."""
     gc.collect()
     current = asyncio.current_task() if _in_loop() else None
     return [
@@ -244,7 +244,7 @@ def pending_futures(before: set[int]) -> list[object]:
         if isinstance(obj, (asyncio.Future, concurrent.futures.Future))
         and not obj.done()
         and obj is not current
-        and id(obj) not in before
+        and obj not in before
     ]
 
 
@@ -256,13 +256,14 @@ def _in_loop() -> bool:
     return True
 
 
-def future_ids() -> set[int]:
+def existing_futures() -> weakref.WeakSet[Any]:
+    # Weakly held, so they can still go away, and no id can be reused.
     gc.collect()
-    return {
-        id(obj)
+    return weakref.WeakSet(
+        obj
         for obj in gc.get_objects()
         if isinstance(obj, (asyncio.Future, concurrent.futures.Future))
-    }
+    )
 
 
 async def wait_until(flag: threading.Event, timeout: float = 5.0) -> None:
@@ -332,7 +333,7 @@ def test_cancel_before_worker_starts(lane: str, new_threads: Any) -> None:
     way = Lane(lane)
 
     async def scenario() -> None:
-        before = future_ids()
+        before = existing_futures()
         gate, busy = threading.Event(), threading.Event()
 
         def occupy() -> None:
@@ -362,7 +363,7 @@ def test_cancel_while_sync_work_runs(lane: str, new_threads: Any) -> None:
     way = Lane(lane)
 
     async def scenario() -> None:
-        before = future_ids()
+        before = existing_futures()
         gate, started = threading.Event(), threading.Event()
 
         def work() -> int:
@@ -390,7 +391,7 @@ def test_cancel_while_sync_work_runs(lane: str, new_threads: Any) -> None:
 def test_cancel_while_sync_work_waits_in_nested_async_to_sync(
     new_threads: Any,
 ) -> None:
-    before = future_ids()
+    before = existing_futures()
     seen: list[str] = []
 
     async def scenario() -> None:
@@ -453,7 +454,7 @@ def test_cancellation_storm_loses_and_duplicates_nothing(
     bridged = sync_to_async(nested, thread_sensitive=False)
 
     async def storm() -> list[int | BaseException]:
-        before = future_ids()
+        before = existing_futures()
         loop = asyncio.get_running_loop()
         tasks = []
         for index in range(STORM_CALLS):
@@ -492,7 +493,7 @@ def test_cancellation_storm_loses_and_duplicates_nothing(
 
 @pytest.mark.timeout(30)
 def test_cancel_during_thread_sensitive_context_exit(new_threads: Any) -> None:
-    before = future_ids()
+    before = existing_futures()
     contexts: list[weakref.ref[ThreadSensitiveContext]] = []
 
     async def scenario() -> None:
