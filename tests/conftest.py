@@ -29,9 +29,12 @@ def asgiref_provider() -> str:
             continue
         root = Path(str(dist.locate_file(""))).resolve()
         for entry in dist.files or ():
-            if entry.name == "__init__.py" and entry.parent.name == "asgiref":
-                if (root / entry).resolve() == here:
-                    return name
+            if (
+                entry.name == "__init__.py"
+                and entry.parent.name == "asgiref"
+                and (root / entry).resolve() == here
+            ):
+                return name
         # Editable installs record a .pth file rather than the sources.
         if name == "asgire" and any(str(f).endswith(".pth") for f in dist.files or ()):
             return name

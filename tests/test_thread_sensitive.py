@@ -7,7 +7,7 @@ import contextvars
 import inspect
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -636,43 +636,6 @@ def test_async_to_sync_calls_in_a_single_thread_context_share_one_thread() -> No
     assert not first.is_alive()
     assert first_loop.is_closed()
     assert second_loop.is_closed()
-
-
-def test_each_call_in_a_single_thread_context_runs_and_closes_its_own_loop() -> None:
-    # Sharing the thread does not mean sharing the loop: every call cleans up
-    # after itself before returning, as it does outside the context.
-    events: list[str] = []
-    leftovers: list[Any] = []  # keeps them alive: only loop shutdown may end them
-
-    async def numbers() -> AsyncIterator[int]:
-        try:
-            yield 1
-            yield 2
-        finally:
-            events.append("generator finalized")
-
-    async def leave_work_behind() -> asyncio.AbstractEventLoop:
-        async def lingering() -> None:
-            try:
-                await asyncio.sleep(60)
-            except asyncio.CancelledError:
-                events.append("task cancelled")
-                raise
-
-        leftovers.append(asyncio.ensure_future(lingering()))
-        generator = numbers()
-        leftovers.append(generator)
-        await generator.__anext__()
-        return asyncio.get_running_loop()
-
-    with AsyncSingleThreadContext():
-        first = async_to_sync(leave_work_behind)()
-        assert first.is_closed()
-        assert sorted(events) == ["generator finalized", "task cancelled"]
-        second = async_to_sync(leave_work_behind)()
-        assert second is not first
-        assert second.is_closed()
-        assert len(events) == 4
 
 
 def test_outermost_single_thread_context_wins() -> None:

@@ -524,7 +524,7 @@ class SyncToAsync(Generic[_P, _R]):
 
     # Runs thread-sensitive calls that have no better place. It may be
     # replaced (at start-up) by another one-thread executor.
-    single_thread_executor: Executor = ThreadPoolExecutor(max_workers=1)
+    single_thread_executor: ThreadPoolExecutor = ThreadPoolExecutor(max_workers=1)
 
     thread_sensitive_context: contextvars.ContextVar[ThreadSensitiveContext] = (
         contextvars.ContextVar("thread_sensitive_context")
