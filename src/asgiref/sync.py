@@ -389,6 +389,14 @@ def _start(
     executor.submit(call.run).add_done_callback(call.executor_done)
 
 
+def _check_executor(executor: object) -> None:
+    # Anything with submit() will do, as for loop.run_in_executor().
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise TypeError(
+            f"executor must be a concurrent.futures.Executor, not {executor!r}"
+        )
+
+
 # -- Thread-sensitive contexts ---------------------------------------------------
 
 
@@ -410,6 +418,7 @@ class ThreadSensitiveContext:
     """
 
     def __init__(self, *, executor: Executor | None = None) -> None:
+        _check_executor(executor)
         self._executor = executor
         self.token: contextvars.Token[ThreadSensitiveContext] | None = None
         self._old_executor: CurrentThreadExecutor | None = None
@@ -563,10 +572,7 @@ class SyncToAsync(Generic[_P, _R]):
             raise TypeError("sync_to_async can only be applied to sync functions.")
         if thread_sensitive and executor is not None:
             raise TypeError("executor must not be set when thread_sensitive is True")
-        if executor is not None and not callable(getattr(executor, "submit", None)):
-            raise TypeError(
-                f"executor must be a concurrent.futures.Executor, not {executor!r}"
-            )
+        _check_executor(executor)
         if context is not None and not isinstance(context, contextvars.Context):
             raise TypeError(
                 f"context must be a contextvars.Context or None, not {context!r}"
