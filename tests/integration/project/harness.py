@@ -90,7 +90,7 @@ def assert_clean_shutdown(server: Server) -> None:
     """Stop the server: it must exit 0 and leave no thread behind."""
     shutdown = server.stop()
     assert shutdown.returncode == 0, f"exit {shutdown.returncode}:\n{server.log()}"
-    assert shutdown.threads_left == [], server.log()
+    assert shutdown.threads_left == [], f"{shutdown.threads_left}\n{server.log()}"
 
 
 def _wait_for_port(server: Server) -> int:

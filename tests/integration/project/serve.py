@@ -1,6 +1,6 @@
 """Runs one ASGI server for the integration tests, then reports what it left.
 
-    python serve.py {uvicorn|daphne} MODULE:APP STATE_DIR
+    python serve.py {uvicorn|uvicorn-reset-contextvars|daphne} MODULE:APP STATE_DIR
 
 Binds a listening socket on 127.0.0.1 with a port the kernel picks, hands it
 to the server, and writes the port to STATE_DIR/port once listening. When the
@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 
@@ -45,8 +46,18 @@ def _threads_left() -> list[str]:
         gc.collect()
         left = set(threading.enumerate()) - _persistent_threads()
         if not left or time.monotonic() > deadline:
-            return sorted(f"{t.name} (daemon={t.daemon})" for t in left)
+            break
         time.sleep(0.05)
+    frames = sys._current_frames()
+    for thread in left:
+        # Where each leftover thread is stuck, for the test's failure message.
+        stack = (
+            "".join(traceback.format_stack(frames[thread.ident]))
+            if thread.ident in frames
+            else ""
+        )
+        print(f"thread left running: {thread.name}\n{stack}", file=sys.stderr)
+    return sorted(f"{t.name} (daemon={t.daemon})" for t in left)
 
 
 def _listening_socket() -> socket.socket:
@@ -64,11 +75,17 @@ def _announce_when_listening(sock: socket.socket, state: Path) -> None:
     _write_atomically(state / "port", str(sock.getsockname()[1]))
 
 
-def serve_uvicorn(app: str, sock: socket.socket, state: Path) -> None:
+def serve_uvicorn(
+    app: str, sock: socket.socket, state: Path, *, reset_contextvars: bool = False
+) -> None:
     import uvicorn
 
     config = uvicorn.Config(
-        app, lifespan="off", log_level="warning", timeout_graceful_shutdown=10
+        app,
+        lifespan="off",
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+        reset_contextvars=reset_contextvars,
     )
     _announce_when_listening(sock, state)
     # After a graceful stop uvicorn re-raises the signal that stopped it.
@@ -111,7 +128,10 @@ def main() -> None:
     kind, app, state_dir = sys.argv[1:]
     state = Path(state_dir)
     sock = _listening_socket()
-    {"uvicorn": serve_uvicorn, "daphne": serve_daphne}[kind](app, sock, state)
+    if kind == "uvicorn-reset-contextvars":
+        serve_uvicorn(app, sock, state, reset_contextvars=True)
+    else:
+        {"uvicorn": serve_uvicorn, "daphne": serve_daphne}[kind](app, sock, state)
     _write_atomically(state / "threads.json", json.dumps(_threads_left()))
 
 
