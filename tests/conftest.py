@@ -11,8 +11,10 @@ import gc
 import importlib.metadata
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +88,29 @@ def no_leaked_threads() -> Iterator[None]:
             break
         time.sleep(0.02)
     assert not leaked, f"threads left running: {sorted(t.name for t in leaked)}"
+
+
+def _run_in_new_thread(
+    action: Callable[[], Any], *, start: Callable[..., threading.Thread] | None = None
+) -> Any:
+    """Run ``action`` in a fresh thread; return its result or raise its error."""
+    outcome: Future[Any] = Future()
+
+    def target() -> None:
+        try:
+            outcome.set_result(action())
+        except BaseException as exc:
+            outcome.set_exception(exc)
+
+    thread = (start or threading.Thread)(target=target)
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "the thread did not finish in time"
+    return outcome.result(timeout=0)
+
+
+@pytest.fixture
+def in_new_thread() -> Callable[..., Any]:
+    """``in_new_thread(action, start=threading.Thread)``: run ``action`` in a
+    fresh plain thread (made by ``start``) and hand back its outcome."""
+    return _run_in_new_thread

@@ -54,23 +54,6 @@ async def loop_and_thread() -> tuple[asyncio.AbstractEventLoop, threading.Thread
 module_level_wrapper = async_to_sync(running_loop)
 
 
-def in_new_thread(action: Callable[[], Any]) -> Any:
-    """Run ``action`` in a fresh plain thread; return its result or raise its error."""
-    outcome: Future[Any] = Future()
-
-    def target() -> None:
-        try:
-            outcome.set_result(action())
-        except BaseException as exc:
-            outcome.set_exception(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(timeout=20)
-    assert not thread.is_alive()
-    return outcome.result(timeout=0)
-
-
 # Public surface
 
 
@@ -218,7 +201,9 @@ async def test_calling_inside_a_running_loop_is_refused_before_calling_the_funct
     assert calls == []
 
 
-def test_runs_in_a_thread_that_has_a_loop_set_but_not_running() -> None:
+def test_runs_in_a_thread_that_has_a_loop_set_but_not_running(
+    in_new_thread: Callable[..., Any],
+) -> None:
     def body() -> int:
         idle = asyncio.new_event_loop()
         asyncio.set_event_loop(idle)
@@ -295,7 +280,7 @@ def test_each_call_from_a_plain_thread_gets_a_fresh_loop() -> None:
     assert second_loop.is_closed()
 
 
-def test_works_from_any_plain_thread() -> None:
+def test_works_from_any_plain_thread(in_new_thread: Callable[..., Any]) -> None:
     loop, thread = in_new_thread(async_to_sync(loop_and_thread))
     assert loop.is_closed()
     assert thread is not threading.current_thread()
@@ -360,7 +345,9 @@ async def test_inside_sync_to_async_the_coroutine_runs_as_another_task() -> None
     assert other is not this_task
 
 
-async def test_loop_is_chosen_at_call_time_not_construction() -> None:
+async def test_loop_is_chosen_at_call_time_not_construction(
+    in_new_thread: Callable[..., Any],
+) -> None:
     outer = asyncio.get_running_loop()
     # Constructed with no loop, called inside sync_to_async: the outer loop.
     assert await sync_to_async(module_level_wrapper)() is outer
@@ -377,7 +364,9 @@ async def test_loop_is_chosen_at_call_time_not_construction() -> None:
     assert elsewhere.is_closed()
 
 
-async def test_threads_started_from_sync_to_async_do_not_reuse_the_outer_loop() -> None:
+async def test_threads_started_from_sync_to_async_do_not_reuse_the_outer_loop(
+    in_new_thread: Callable[..., Any],
+) -> None:
     outer = asyncio.get_running_loop()
 
     def spawn() -> asyncio.AbstractEventLoop:

@@ -12,23 +12,6 @@ import pytest
 from asgiref.current_thread_executor import CurrentThreadExecutor
 
 
-def in_other_thread(action: Callable[[], Any]) -> Any:
-    """Run ``action`` in a short-lived thread; return its result or raise its error."""
-    outcome: Future[Any] = Future()
-
-    def target() -> None:
-        try:
-            outcome.set_result(action())
-        except BaseException as exc:
-            outcome.set_exception(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(timeout=10)
-    assert not thread.is_alive()
-    return outcome.result(timeout=0)
-
-
 def test_is_a_concurrent_futures_executor() -> None:
     assert isinstance(CurrentThreadExecutor(None), Executor)
 
@@ -38,7 +21,9 @@ def test_old_executor_is_the_only_constructor_parameter() -> None:
     assert isinstance(executor, CurrentThreadExecutor)
 
 
-def test_work_submitted_from_another_thread_runs_in_the_creating_thread() -> None:
+def test_work_submitted_from_another_thread_runs_in_the_creating_thread(
+    in_new_thread: Callable[..., Any],
+) -> None:
     executor = CurrentThreadExecutor(None)
     done: Future[None] = Future()
 
@@ -47,7 +32,7 @@ def test_work_submitted_from_another_thread_runs_in_the_creating_thread() -> Non
         work.add_done_callback(lambda _: done.set_result(None))
         return work
 
-    work = in_other_thread(submit_work)
+    work = in_new_thread(submit_work)
     assert not work.done()
     executor.run_until_future(done)
     assert work.result(timeout=0) == (threading.get_ident(), 5)
@@ -73,35 +58,41 @@ def test_run_until_future_keeps_serving_work_until_the_future_completes() -> Non
     assert target.result(timeout=0) == "finished"
 
 
-def test_work_queued_before_the_future_finished_still_runs() -> None:
+def test_work_queued_before_the_future_finished_still_runs(
+    in_new_thread: Callable[..., Any],
+) -> None:
     executor = CurrentThreadExecutor(None)
-    work = in_other_thread(lambda: executor.submit(threading.get_ident))
+    work = in_new_thread(lambda: executor.submit(threading.get_ident))
     already_done: Future[None] = Future()
     already_done.set_result(None)
     executor.run_until_future(already_done)
     assert work.result(timeout=0) == threading.get_ident()
 
 
-def test_exceptions_raised_by_work_are_set_on_its_future() -> None:
+def test_exceptions_raised_by_work_are_set_on_its_future(
+    in_new_thread: Callable[..., Any],
+) -> None:
     executor = CurrentThreadExecutor(None)
     error = ValueError("boom")
 
     def fail() -> None:
         raise error
 
-    work = in_other_thread(lambda: executor.submit(fail))
+    work = in_new_thread(lambda: executor.submit(fail))
     finished: Future[None] = Future()
     work.add_done_callback(lambda _: finished.set_result(None))
     executor.run_until_future(finished)
     assert work.exception(timeout=0) is error
 
 
-def test_work_cancelled_before_it_runs_is_skipped() -> None:
+def test_work_cancelled_before_it_runs_is_skipped(
+    in_new_thread: Callable[..., Any],
+) -> None:
     executor = CurrentThreadExecutor(None)
     calls: list[str] = []
-    skipped = in_other_thread(lambda: executor.submit(calls.append, "skipped"))
+    skipped = in_new_thread(lambda: executor.submit(calls.append, "skipped"))
     assert skipped.cancel()
-    kept = in_other_thread(lambda: executor.submit(calls.append, "kept"))
+    kept = in_new_thread(lambda: executor.submit(calls.append, "kept"))
     finished: Future[None] = Future()
     kept.add_done_callback(lambda _: finished.set_result(None))
     executor.run_until_future(finished)
@@ -118,16 +109,20 @@ def test_submitting_from_its_own_thread_is_refused() -> None:
         executor.submit(print)
 
 
-def test_running_it_from_another_thread_is_refused() -> None:
+def test_running_it_from_another_thread_is_refused(
+    in_new_thread: Callable[..., Any],
+) -> None:
     executor = CurrentThreadExecutor(None)
     with pytest.raises(
         RuntimeError,
         match=r"^You cannot run CurrentThreadExecutor from a different thread$",
     ):
-        in_other_thread(lambda: executor.run_until_future(Future()))
+        in_new_thread(lambda: executor.run_until_future(Future()))
 
 
-def test_submitting_after_it_finished_without_a_fallback_is_refused() -> None:
+def test_submitting_after_it_finished_without_a_fallback_is_refused(
+    in_new_thread: Callable[..., Any],
+) -> None:
     executor = CurrentThreadExecutor(None)
     done: Future[None] = Future()
     done.set_result(None)
@@ -135,24 +130,28 @@ def test_submitting_after_it_finished_without_a_fallback_is_refused() -> None:
     with pytest.raises(
         RuntimeError, match=r"^CurrentThreadExecutor already quit or is broken$"
     ):
-        in_other_thread(lambda: executor.submit(print))
+        in_new_thread(lambda: executor.submit(print))
 
 
-def test_finished_executor_hands_work_to_the_executor_it_was_stacked_on() -> None:
+def test_finished_executor_hands_work_to_the_executor_it_was_stacked_on(
+    in_new_thread: Callable[..., Any],
+) -> None:
     outer = CurrentThreadExecutor(None)
     inner = CurrentThreadExecutor(outer)
     inner_done: Future[None] = Future()
     inner_done.set_result(None)
     inner.run_until_future(inner_done)
 
-    work = in_other_thread(lambda: inner.submit(threading.get_ident))
+    work = in_new_thread(lambda: inner.submit(threading.get_ident))
     outer_done: Future[None] = Future()
     work.add_done_callback(lambda _: outer_done.set_result(None))
     outer.run_until_future(outer_done)
     assert work.result(timeout=0) == threading.get_ident()
 
 
-def test_fallback_walks_the_whole_stack_and_refuses_when_all_have_finished() -> None:
+def test_fallback_walks_the_whole_stack_and_refuses_when_all_have_finished(
+    in_new_thread: Callable[..., Any],
+) -> None:
     bottom = CurrentThreadExecutor(None)
     middle = CurrentThreadExecutor(bottom)
     top = CurrentThreadExecutor(middle)
@@ -161,11 +160,11 @@ def test_fallback_walks_the_whole_stack_and_refuses_when_all_have_finished() -> 
     top.run_until_future(done)
     middle.run_until_future(done)
 
-    work = in_other_thread(lambda: top.submit(lambda: "reached bottom"))
+    work = in_new_thread(lambda: top.submit(lambda: "reached bottom"))
     bottom_done: Future[None] = Future()
     work.add_done_callback(lambda _: bottom_done.set_result(None))
     bottom.run_until_future(bottom_done)
     assert work.result(timeout=0) == "reached bottom"
 
     with pytest.raises(RuntimeError, match="already quit or is broken"):
-        in_other_thread(lambda: top.submit(print))
+        in_new_thread(lambda: top.submit(print))

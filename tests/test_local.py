@@ -7,7 +7,6 @@ import contextvars
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -20,25 +19,6 @@ MISSING = "<missing>"
 
 def read(local: Local, name: str = "value") -> Any:
     return getattr(local, name, MISSING)
-
-
-def in_new_thread(
-    action: Callable[[], Any], *, start: Callable[..., threading.Thread] | None = None
-) -> Any:
-    """Run ``action`` in a fresh thread and return its result (or raise its error)."""
-    outcome: Future[Any] = Future()
-
-    def target() -> None:
-        try:
-            outcome.set_result(action())
-        except BaseException as exc:
-            outcome.set_exception(exc)
-
-    thread = (start or threading.Thread)(target=target)
-    thread.start()
-    thread.join(timeout=10)
-    assert not thread.is_alive()
-    return outcome.result(timeout=0)
 
 
 # Construction
@@ -155,7 +135,9 @@ async def test_setting_data_attribute_in_async_code_is_refused(
 
 
 @pytest.mark.parametrize("thread_critical", [False, True])
-def test_values_are_local_to_each_sync_thread(thread_critical: bool) -> None:
+def test_values_are_local_to_each_sync_thread(
+    thread_critical: bool, in_new_thread: Callable[..., Any]
+) -> None:
     local = Local(thread_critical)
     local.value = "main"
 
@@ -218,7 +200,9 @@ def test_values_travel_sync_to_async_to_sync_and_back() -> None:
     assert local.value == 121
 
 
-def test_values_set_in_an_unrelated_sync_thread_do_not_reach_async_to_sync() -> None:
+def test_values_set_in_an_unrelated_sync_thread_do_not_reach_async_to_sync(
+    in_new_thread: Callable[..., Any],
+) -> None:
     local = Local()
 
     def elsewhere() -> None:
@@ -371,7 +355,9 @@ async def test_thread_critical_values_do_not_follow_sync_to_async(
 # Isolation from unrelated threads and thread safety
 
 
-def test_values_do_not_leak_into_a_thread_running_a_copied_context() -> None:
+def test_values_do_not_leak_into_a_thread_running_a_copied_context(
+    in_new_thread: Callable[..., Any],
+) -> None:
     local = Local()
     local.value = "main"
     context = contextvars.copy_context()
@@ -386,7 +372,9 @@ def test_values_do_not_leak_into_a_thread_running_a_copied_context() -> None:
 
 
 @pytest.mark.skipif(sys.version_info < (3, 14), reason="Thread(context=) is 3.14+")
-def test_values_do_not_leak_into_a_thread_given_the_spawning_context() -> None:
+def test_values_do_not_leak_into_a_thread_given_the_spawning_context(
+    in_new_thread: Callable[..., Any],
+) -> None:
     local = Local()
     local.value = "main"
 

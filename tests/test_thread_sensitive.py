@@ -8,7 +8,7 @@ import inspect
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
@@ -43,22 +43,6 @@ anywhere = sync_to_async(current_thread, thread_sensitive=False)
 def single_thread_executor_threads() -> set[threading.Thread]:
     pool: Any = SyncToAsync.single_thread_executor
     return set(pool._threads)
-
-
-def in_new_thread(action: Callable[[], Any]) -> Any:
-    outcome: Future[Any] = Future()
-
-    def target() -> None:
-        try:
-            outcome.set_result(action())
-        except BaseException as exc:
-            outcome.set_exception(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(timeout=20)
-    assert not thread.is_alive()
-    return outcome.result(timeout=0)
 
 
 def spawn_in_empty_context(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -101,7 +85,9 @@ def test_default_single_thread_executor_is_a_one_worker_pool() -> None:
     assert pool._max_workers == 1
 
 
-async def test_threadlocal_holds_the_calling_loop_inside_sync_code() -> None:
+async def test_threadlocal_holds_the_calling_loop_inside_sync_code(
+    in_new_thread: Callable[..., Any],
+) -> None:
     loop = asyncio.get_running_loop()
 
     def main_loop() -> Any:
@@ -200,7 +186,9 @@ def test_sync_async_sync_stays_on_the_calling_thread() -> None:
     assert async_to_sync(middle)() is threading.current_thread()
 
 
-def test_sync_async_sync_stays_on_the_calling_thread_in_any_thread() -> None:
+def test_sync_async_sync_stays_on_the_calling_thread_in_any_thread(
+    in_new_thread: Callable[..., Any],
+) -> None:
     async def middle() -> tuple[threading.Thread, threading.Thread]:
         return await here(), await here()
 
@@ -667,7 +655,9 @@ def test_single_thread_context_still_returns_sync_work_to_the_caller() -> None:
         assert async_to_sync(middle)() is threading.current_thread()
 
 
-def test_single_thread_contexts_in_different_threads_are_independent() -> None:
+def test_single_thread_contexts_in_different_threads_are_independent(
+    in_new_thread: Callable[..., Any],
+) -> None:
     def body() -> threading.Thread:
         with AsyncSingleThreadContext():
             return async_to_sync(loop_thread)()[0]
