@@ -39,6 +39,7 @@ from typing import (
     Any,
     ClassVar,
     Generic,
+    NoReturn,
     ParamSpec,
     TypeVar,
     cast,
@@ -351,11 +352,9 @@ class _SyncCall:
         elif (exception := future.exception()) is not None:
             self.set_exception(exception)
 
-    def outcome(self) -> Any:
-        """Return the result or raise the exception of a settled call."""
+    def raise_exception(self) -> NoReturn:
+        """Raise the exception a settled call failed with."""
         __traceback_hide__ = True  # noqa: F841
-        if self.ok:
-            return self.result
         exception = self.result
         self.result = None  # no reference cycle through the traceback
         try:
@@ -469,7 +468,7 @@ async def _retire(executor: Executor) -> None:
     loop = asyncio.get_running_loop()
     drained: asyncio.Future[None] = loop.create_future()
 
-    def report_drained(_: object = None) -> None:
+    def report_drained() -> None:
         if not drained.done():
             drained.set_result(None)
 
@@ -616,7 +615,7 @@ class SyncToAsync(Generic[_P, _R]):
                     raise
             if call.ok:
                 return call.result
-            return call.outcome()
+            call.raise_exception()
         finally:
             if self.context is None:
                 _merge_context(context, baseline)
@@ -648,9 +647,8 @@ class SyncToAsync(Generic[_P, _R]):
         if call.settled or abandon:
             call.cancel()
             return False
-        if not call.settled:
-            call.waiter = loop.create_future()
-            await call.waiter
+        call.waiter = loop.create_future()
+        await call.waiter
         return True
 
     def _thread_sensitive_executor(self, loop: asyncio.AbstractEventLoop) -> Executor:
@@ -777,6 +775,7 @@ class _SharedLoop:
 
     def __init__(self, executor: ThreadPoolExecutor, token: object) -> None:
         ready: Future[tuple[asyncio.AbstractEventLoop, int]] = Future()
+        self.pid = _pid
         self.finished = executor.submit(self._serve, ready, token)
         self.loop, self.thread_id = ready.result()
 
@@ -838,6 +837,7 @@ class AsyncSingleThreadContext:
 
     def __init__(self) -> None:
         self.token: contextvars.Token[AsyncSingleThreadContext] | None = None
+        self._shared_loop: _SharedLoop | None = None
 
     def __enter__(self) -> AsyncSingleThreadContext:
         if AsyncToSync.async_single_thread_context.get(None) is None:
@@ -847,33 +847,27 @@ class AsyncSingleThreadContext:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self.token is None:
             return
-        shared = _shared_loops.pop(self, None)
-        if shared is not None:
-            shared.stop()
+        if self._shared_loop is not None:
+            self._shared_loop.stop()
+            self._shared_loop = None
         executor = AsyncToSync.context_to_thread_executor.pop(self, None)
         if executor is not None:
             executor.shutdown()
         AsyncToSync.async_single_thread_context.reset(self.token)
         self.token = None
 
-
-_shared_loops: weakref.WeakKeyDictionary[AsyncSingleThreadContext, _SharedLoop] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _shared_loop_for(context: AsyncSingleThreadContext) -> _SharedLoop:
-    shared = _shared_loops.get(context)
-    if shared is None:
-        executor = AsyncToSync.context_to_thread_executor.get(context)
-        if executor is None:
-            executor = ThreadPoolExecutor(max_workers=1)
-            AsyncToSync.context_to_thread_executor[context] = executor
-        shared = _SharedLoop(executor, _affinity.token)
-        _shared_loops[context] = shared
-        # A context dropped without exiting still closes its loop.
-        weakref.finalize(context, shared.stop)
-    return shared
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The block's loop, started by its first ``async_to_sync`` call."""
+        shared = self._shared_loop
+        if shared is None or shared.pid != _pid:  # none yet, or the parent's
+            executor = AsyncToSync.context_to_thread_executor.get(self)
+            if executor is None:
+                executor = ThreadPoolExecutor(max_workers=1)
+                AsyncToSync.context_to_thread_executor[self] = executor
+            shared = self._shared_loop = _SharedLoop(executor, _affinity.token)
+            # A context dropped without exiting still closes its loop.
+            weakref.finalize(self, shared.stop)
+        return shared.loop
 
 
 class AsyncToSync(Generic[_P, _R]):
@@ -984,7 +978,7 @@ class AsyncToSync(Generic[_P, _R]):
         single = self.async_single_thread_context.get(None)
         finished: Future[None] = Future()
         if single is not None:
-            loop = _shared_loop_for(single).loop
+            loop = single._loop()
 
             def start() -> None:
                 task = loop.create_task(register_while_running())
@@ -1173,7 +1167,6 @@ def _reset_after_fork() -> None:
             SyncToAsync.context_to_thread_executor.pop(context, None)
     AsyncToSync.loop_thread_executors.clear()
     AsyncToSync.context_to_thread_executor.clear()
-    _shared_loops.clear()
     _loop_threads.forget()
 
 
