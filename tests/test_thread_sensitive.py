@@ -273,6 +273,85 @@ async def test_force_new_loop_still_returns_sync_work_to_the_caller_thread() -> 
     assert inner is caller
 
 
+# Tasks that outlive the async_to_sync call they were started in
+#
+# Such a task copies the context of a sync frame that has stopped waiting
+# (Uvicorn starts a pipelined request's task from inside the previous
+# response's send()). Upstream 3.13.0 sends its thread-sensitive calls to that
+# finished frame and fails; asgire treats the task as detached from it.
+
+
+@pytest.mark.asgire_only
+async def test_task_outliving_its_async_to_sync_call_can_make_sensitive_calls() -> None:
+    gate = asyncio.Event()
+    spawned: list[asyncio.Task[threading.Thread]] = []
+
+    async def late() -> threading.Thread:
+        await gate.wait()
+        return await here()
+
+    async def spawn() -> None:
+        spawned.append(asyncio.ensure_future(late()))
+
+    def outer_sync() -> threading.Thread:
+        async_to_sync(spawn)()
+        return threading.current_thread()
+
+    outer_thread = await sync_to_async(outer_sync)()
+    gate.set()
+    assert await spawned[0] is outer_thread
+    assert outer_thread in single_thread_executor_threads()
+    # The task's own context no longer points at the finished frame.
+    assert await spawned[0] is await here()
+
+
+@pytest.mark.asgire_only
+async def test_task_outliving_its_call_waits_for_a_busy_single_thread() -> None:
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Event()
+    returned = asyncio.Event()
+    release = threading.Event()
+    spawned: list[asyncio.Task[threading.Thread]] = []
+
+    async def late() -> threading.Thread:
+        await gate.wait()
+        return await here()
+
+    async def spawn() -> None:
+        spawned.append(asyncio.ensure_future(late()))
+
+    def outer_sync() -> threading.Thread:
+        async_to_sync(spawn)()
+        loop.call_soon_threadsafe(returned.set)
+        # Still holding the single thread: the spawned task must queue behind
+        # this call, not be told that it would deadlock.
+        assert release.wait(10)
+        return threading.current_thread()
+
+    outer = asyncio.ensure_future(sync_to_async(outer_sync)())
+    await returned.wait()
+    gate.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    release.set()
+    assert await spawned[0] is await outer
+
+
+def test_task_spawned_while_its_frame_waits_runs_on_that_frame_thread() -> None:
+    async def late(gate: asyncio.Event) -> threading.Thread:
+        await gate.wait()
+        return await here()
+
+    async def middle() -> threading.Thread:
+        gate = asyncio.Event()
+        task = asyncio.ensure_future(late(gate))
+        await asyncio.sleep(0)
+        gate.set()
+        return await task
+
+    assert async_to_sync(middle)() is threading.current_thread()
+
+
 def test_tasks_without_the_callers_context_use_the_thread_that_started_the_loop() -> (
     None
 ):

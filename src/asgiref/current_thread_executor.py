@@ -91,6 +91,15 @@ class CurrentThreadExecutor(Executor):
             self._broken = True
             self._work_items.put(None)
 
+    def _accepts_work(self) -> bool:
+        """Whether this executor, or one it is stacked on, still runs work."""
+        executor: CurrentThreadExecutor | None = self
+        while executor is not None:
+            if not executor._broken:
+                return True
+            executor = executor._old_executor
+        return False
+
     def _enqueue(self, work_item: _Runnable) -> None:
         """Queue ``work_item`` on the innermost executor still waiting."""
         executor: CurrentThreadExecutor | None = self

@@ -654,7 +654,15 @@ class SyncToAsync(Generic[_P, _R]):
     def _thread_sensitive_executor(self, loop: asyncio.AbstractEventLoop) -> Executor:
         current = _current_thread_executor()
         if current is not None:
-            return current
+            if current._accepts_work():
+                return current
+            # This task was started inside an async_to_sync call that has
+            # since returned (Uvicorn starts a pipelined request from inside
+            # the previous response's send()), and copied that frame's
+            # executor and single-thread marker. Nothing waits for the task
+            # any more, so it is placed like any other task.
+            AsyncToSync.executors.current = None
+            self.deadlock_context.set(False)
         context = self.thread_sensitive_context.get(None)
         if context is not None:
             if context._exited:
