@@ -151,6 +151,26 @@ def test_wrapper_carries_the_wrapped_function_metadata() -> None:
     assert wrapper.func is add
 
 
+async def test_function_attributes_are_copied_without_shadowing_the_wrapper() -> None:
+    def tagged() -> threading.Thread:
+        return threading.current_thread()
+
+    # Attributes that decorators such as Django's csrf_exempt put on views,
+    # and some that share a name with the wrapper's own.
+    tagged.__dict__.update(
+        csrf_exempt=True,
+        context="not a context",
+        func="not the function",
+        __wrapped__=add,
+    )
+    wrapper: Any = sync_to_async(tagged, thread_sensitive=False)
+    assert wrapper.csrf_exempt is True
+    assert wrapper.func is tagged
+    assert wrapper.__wrapped__ is tagged
+    assert wrapper.context is None
+    assert await wrapper() is not threading.current_thread()
+
+
 def test_wrapper_is_recognised_as_a_coroutine_function() -> None:
     assert iscoroutinefunction(sync_to_async(add))
     assert iscoroutinefunction(sync_to_async(add, thread_sensitive=False))
@@ -418,6 +438,30 @@ async def test_non_sensitive_calls_can_run_concurrently() -> None:
 
     wrapper = sync_to_async(meet, thread_sensitive=False)
     assert sorted(await asyncio.gather(wrapper(), wrapper())) == [0, 1]
+
+
+async def test_a_pool_grows_only_while_its_threads_are_busy() -> None:
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="growing")
+    loop.set_default_executor(pool)
+    wrapper = sync_to_async(threading.current_thread, thread_sensitive=False)
+    try:
+        # One call at a time: the first thread is idle again for the next.
+        sequential = {await wrapper() for _ in range(20)}
+        assert len(sequential) == 1
+        # Four calls that can only finish together need four threads.
+        barrier = threading.Barrier(4, timeout=10)
+
+        def meet() -> threading.Thread:
+            barrier.wait()
+            return threading.current_thread()
+
+        meeting = sync_to_async(meet, thread_sensitive=False)
+        together = await asyncio.gather(*(meeting() for _ in range(4)))
+        assert len(set(together)) == 4
+        assert len(pool._threads) == 4
+    finally:
+        pool.shutdown()
 
 
 async def test_thread_sensitive_calls_from_concurrent_tasks_share_one_thread() -> None:

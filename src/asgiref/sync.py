@@ -29,6 +29,7 @@ import sys
 import threading
 import warnings
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import thread as _cf_thread
@@ -102,6 +103,9 @@ else:
         return func
 
 
+_ASYNC_CODE_FLAGS = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 def _is_async_callable(func: Any) -> bool:
     """Whether ``func`` or its ``__call__`` is a coroutine function."""
     if type(func) is FunctionType:
@@ -123,17 +127,24 @@ class _CoroutineMarker:
         return _MARKER_VALUE
 
 
-def _copy_metadata(wrapper: object, wrapped: object) -> None:
-    """``functools.update_wrapper`` for instances, at a fraction of its cost."""
+def _copy_metadata(wrapper: object, wrapped: object) -> bool:
+    """``functools.update_wrapper`` for instances, at a fraction of its cost.
+
+    Returns whether ``wrapped`` had attributes of its own (its ``__dict__``)
+    that were copied too.
+    """
     namespace = wrapper.__dict__
     for name in functools.WRAPPER_ASSIGNMENTS:
         value = getattr(wrapped, name, _MISSING)
         if value is not _MISSING:
             namespace[name] = value
+    namespace["__wrapped__"] = wrapped
     extra = getattr(wrapped, "__dict__", None)
     if extra:
         namespace.update(extra)
-    namespace["__wrapped__"] = wrapped
+        namespace["__wrapped__"] = wrapped
+        return True
+    return False
 
 
 # -- Context variables ---------------------------------------------------------
@@ -175,11 +186,48 @@ def _raise_then_call(
 _POOL_SUBMIT = ThreadPoolExecutor.submit
 _POOL_INTERNALS = all(
     hasattr(ThreadPoolExecutor(max_workers=1), name)
-    for name in ("_work_queue", "_shutdown_lock", "_shutdown", "_broken", "_threads")
+    for name in (
+        "_work_queue",
+        "_shutdown_lock",
+        "_shutdown",
+        "_broken",
+        "_threads",
+        "_idle_semaphore",
+    )
 ) and hasattr(_cf_thread, "_global_shutdown_lock")
 # Python 3.10-3.13 call item.run(), 3.14 item.run(ctx); later versions queue
 # other shapes, so there only submit() is used.
 _POOL_INTERNALS = _POOL_INTERNALS and sys.version_info < (3, 15)
+
+
+class _IdleCount:
+    """A lighter stand-in for a pool's ``_idle_semaphore``.
+
+    A stdlib worker releases that semaphore after every item it runs, to tell
+    ``submit()`` that an idle thread exists. ``threading.Semaphore`` does so
+    through a Python-level condition variable, right after the worker has
+    posted our result, while the event loop thread is waking up to collect
+    it: the two then contend for the GIL, and a crossing measurably slows
+    down. The pool only ever asks ``acquire(timeout=0)`` ("is a thread
+    idle?"), which a deque of tokens answers atomically, also on
+    free-threaded builds. The count saturates at the number of workers,
+    since our calls do not take a token each as ``submit()`` does.
+    """
+
+    __slots__ = ("_tokens",)
+
+    def __init__(self, workers: int, idle: int) -> None:
+        self._tokens: deque[None] = deque([None] * idle, maxlen=workers)
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        try:
+            self._tokens.pop()
+        except IndexError:
+            return False
+        return True
+
+    def release(self, n: int = 1) -> None:
+        self._tokens.append(None)
 
 
 def _queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
@@ -193,6 +241,9 @@ def _queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
         # Once every worker exists there is no thread to add; skipping the
         # check saves acquiring the pool's idle semaphore on every call.
         if len(pool._threads) < pool._max_workers:  # type: ignore[attr-defined]
+            idle = pool._idle_semaphore  # type: ignore[attr-defined]
+            if type(idle) is threading.Semaphore:
+                pool._idle_semaphore = _IdleCount(pool._max_workers, idle._value)  # type: ignore[assignment,attr-defined]  # ty: ignore[invalid-assignment]
             pool._adjust_thread_count()  # type: ignore[attr-defined]
     return True
 
@@ -333,9 +384,10 @@ class _SyncCall:
         return handler(self.loop, exc_info, self.task_context, self.context.run, child)
 
     def _report(self, ok: bool, result: Any) -> None:
-        # A closed loop raises RuntimeError: nobody is left waiting for this.
-        with contextlib.suppress(RuntimeError):
+        try:  # noqa: SIM105  # contextlib.suppress() costs more on this hot path
             self.loop.call_soon_threadsafe(self._settle, ok, result)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is left waiting for this
 
     def _settle(self, ok: bool, result: Any) -> None:
         self.settled = True
@@ -556,6 +608,11 @@ class SyncToAsync(Generic[_P, _R]):
     else:
         _is_coroutine = _CoroutineMarker()
 
+    # Defaults, so that building a wrapper stores only what differs.
+    context: contextvars.Context | None = None
+    _thread_sensitive: bool = True
+    _executor: Executor | None = None
+
     def __init__(
         self,
         func: Callable[_P, _R],
@@ -563,27 +620,46 @@ class SyncToAsync(Generic[_P, _R]):
         executor: Executor | None = None,
         context: contextvars.Context | None = None,
     ) -> None:
-        if (
-            not callable(func)
-            or _is_async_callable(func)
-            or inspect.isasyncgenfunction(func)
-        ):
+        if type(func) is FunctionType:  # the common case, checked cheaply
+            refused = bool(func.__code__.co_flags & _ASYNC_CODE_FLAGS) or (
+                getattr(func, _MARKER_NAME, None) is _MARKER_VALUE
+            )
+        else:
+            refused = (
+                not callable(func)
+                or _is_async_callable(func)
+                or inspect.isasyncgenfunction(func)
+            )
+        if refused:
             raise TypeError("sync_to_async can only be applied to sync functions.")
-        if thread_sensitive and executor is not None:
-            raise TypeError("executor must not be set when thread_sensitive is True")
-        _check_executor(executor)
+        if executor is not None:
+            if thread_sensitive:
+                raise TypeError(
+                    "executor must not be set when thread_sensitive is True"
+                )
+            _check_executor(executor)
         if context is not None and not isinstance(context, contextvars.Context):
             raise TypeError(
                 f"context must be a contextvars.Context or None, not {context!r}"
             )
-        _copy_metadata(self, func)
+        if _copy_metadata(self, func):
+            # The function's own attributes were copied and may shadow the
+            # class-level defaults: store everything.
+            self.context = context
+            self._thread_sensitive = thread_sensitive
+            self._executor = executor
+        else:
+            if context is not None:
+                self.context = context
+            if thread_sensitive is not True:
+                self._thread_sensitive = thread_sensitive
+            if executor is not None:
+                self._executor = executor
         self.func = func
-        self.context = context
-        self._thread_sensitive = thread_sensitive
-        self._executor = executor
-        owner = getattr(func, "__self__", _MISSING)
-        if owner is not _MISSING:
-            self.__self__ = owner
+        if type(func) is not FunctionType:
+            owner = getattr(func, "__self__", _MISSING)
+            if owner is not _MISSING:
+                self.__self__ = owner
 
     async def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         __traceback_hide__ = True  # noqa: F841
