@@ -261,6 +261,15 @@ async def test_an_overridden_thread_handler_still_gets_the_function() -> None:
     )
 
 
+async def test_any_keyword_argument_reaches_the_function() -> None:
+    def keywords(**kwargs: Any) -> dict[str, Any]:
+        return kwargs
+
+    with Recording() as recording:
+        assert await sync_to_async(keywords)(target=1) == {"target": 1}
+    assert len(recording.crossings) == 1
+
+
 async def test_tracing_keeps_context_variables_and_the_exception_being_handled() -> (
     None
 ):
@@ -517,7 +526,7 @@ async def test_middleware_logs_a_request_that_fails(
         await Exchange(http("/fail")).run(TraceMiddleware(failing_app, logger=logger))
     (record,) = caplog.records
     assert record.name == logger.name
-    assert record.getMessage().startswith("GET /fail: 1 crossings, ")
+    assert record.getMessage().startswith("GET /fail: 1 crossing, ")
 
 
 async def test_middleware_names_websocket_connections(
@@ -533,7 +542,7 @@ async def test_middleware_names_websocket_connections(
     await exchange.run(TraceMiddleware(socket_app, server_timing=True))
     assert exchange.sent == [{"type": "websocket.accept"}, {"type": "websocket.close"}]
     (record,) = caplog.records
-    assert record.getMessage().startswith("WEBSOCKET /ws: 1 crossings, ")
+    assert record.getMessage().startswith("WEBSOCKET /ws: 1 crossing, ")
 
 
 async def test_middleware_passes_lifespan_through(

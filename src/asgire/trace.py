@@ -20,9 +20,9 @@ Nested recordings each record the crossings made in them.
 :class:`TraceMiddleware` records each HTTP request and WebSocket connection of
 an ASGI application and logs a one-line summary of it.
 
-Tracing is off unless a recording is active: then a crossing pays for one
-global variable read. It never changes what a crossing does (results,
-exceptions, context variables, threads, cancellation).
+While no recording is active anywhere, a crossing pays for one global
+variable read and nothing else. Tracing never changes what a crossing does
+(results, exceptions, context variables, threads, cancellation).
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ class Crossing:
     #: executor's queue (``sync_to_async``) or for the event loop to start the
     #: coroutine (``async_to_sync``).
     queued: float
-    #: Seconds the function (or coroutine) took, from start to finish.
+    #: Seconds the function (or coroutine) took, from start to finish,
+    #: crossings nested in it included.
     run: float
     #: Whether it ended with an exception (cancellation included).
     raised: bool
@@ -94,6 +95,7 @@ class Summary:
 
     @classmethod
     def of(cls, crossings: Iterable[Crossing]) -> Summary:
+        """The totals over ``crossings``."""
         count, queued, run = 0, 0.0, 0.0
         for crossing in crossings:
             count += 1
@@ -102,8 +104,9 @@ class Summary:
         return cls(count, queued, run)
 
     def __str__(self) -> str:
+        noun = "crossing" if self.crossings == 1 else "crossings"
         return (
-            f"{self.crossings} crossings, {self.queued * 1000:.3f} ms queued, "
+            f"{self.crossings} {noun}, {self.queued * 1000:.3f} ms queued, "
             f"{self.run * 1000:.3f} ms run"
         )
 
@@ -226,7 +229,9 @@ class _Started:
         self.sensitive = thread_sensitive
         self.called = _clock()
 
-    def timed_call(self, target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def timed_call(
+        self, target: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
         __traceback_hide__ = True  # noqa: F841
         started = _clock()
         raised = True
