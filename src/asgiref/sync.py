@@ -73,6 +73,13 @@ _get_running_loop = asyncio._get_running_loop
 _MISSING: Any = object()
 # os.getpid() is a system call; this copy is refreshed after fork().
 _pid = os.getpid()
+# asgire.trace puts a function here while a recording is active, and removes
+# it after the last one. Each crossing reads it once, so tracing that is off
+# costs one global read. It is called on the calling thread as
+# ``hook(kind, func, target, thread_sensitive)``, where ``target`` is what
+# the crossing is about to run (``func`` itself, a thread_handler override,
+# or the awaitable ``func`` returned), and returns a stand-in that times it.
+_trace_hook: Callable[[str, Any, Any, bool | None], Any] | None = None
 
 
 # -- Recognising coroutine functions -------------------------------------------
@@ -679,9 +686,16 @@ class SyncToAsync(Generic[_P, _R]):
             if type(self).thread_handler is _BASE_THREAD_HANDLER
             else self.thread_handler
         )
-        call = _SyncCall(
-            loop, self.func, args, kwargs, context, sys.exc_info()[1], handler
-        )
+        func = self.func
+        hook = _trace_hook
+        if hook is not None:
+            # Time what the worker calls first: a thread_handler override is
+            # still handed the function itself.
+            if handler is None:
+                func = hook("sync_to_async", func, func, self._thread_sensitive)
+            else:
+                handler = hook("sync_to_async", func, handler, self._thread_sensitive)
+        call = _SyncCall(loop, func, args, kwargs, context, sys.exc_info()[1], handler)
         try:
             _start(call, executor, loop)
             try:
@@ -1022,12 +1036,12 @@ class AsyncToSync(Generic[_P, _R]):
         baseline = contextvars.copy_context()
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
         try:
+            target = self.awaitable(*args, **kwargs)
+            hook = _trace_hook
+            if hook is not None:
+                target = hook("async_to_sync", self.awaitable, target, None)
             awaitable = self.main_wrap(
-                call_result,
-                sys.exc_info(),
-                task_context,
-                context,
-                self.awaitable(*args, **kwargs),
+                call_result, sys.exc_info(), task_context, context, target
             )
             if main_loop is not None:
                 main_loop.call_soon_threadsafe(main_loop.create_task, awaitable)
