@@ -622,3 +622,12 @@ def test_concurrent_callers_each_get_their_own_result() -> None:
     for thread in threads:
         thread.join(timeout=20)
     assert sorted(results) == [0, 1, 2, 3]
+
+
+@pytest.mark.asgire_only
+def test_keyword_named_self_reaches_the_coroutine() -> None:
+    async def echo(**kwargs: Any) -> dict[str, Any]:
+        return kwargs
+
+    # Upstream's __call__(self, *args, **kwargs) takes this keyword itself.
+    assert async_to_sync(echo)(self=1) == {"self": 1}

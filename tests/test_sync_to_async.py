@@ -171,6 +171,15 @@ async def test_function_attributes_are_copied_without_shadowing_the_wrapper() ->
     assert await wrapper() is not threading.current_thread()
 
 
+@pytest.mark.asgire_only
+async def test_keyword_named_self_reaches_the_function() -> None:
+    def echo(**kwargs: Any) -> dict[str, Any]:
+        return kwargs
+
+    # Upstream's __call__(self, *args, **kwargs) takes this keyword itself.
+    assert await sync_to_async(echo)(self=1) == {"self": 1}
+
+
 def test_wrapper_is_recognised_as_a_coroutine_function() -> None:
     assert iscoroutinefunction(sync_to_async(add))
     assert iscoroutinefunction(sync_to_async(add, thread_sensitive=False))

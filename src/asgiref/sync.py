@@ -668,7 +668,7 @@ class SyncToAsync(Generic[_P, _R]):
             if owner is not _MISSING:
                 self.__self__ = owner
 
-    async def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    async def __call__(self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         __traceback_hide__ = True  # noqa: F841
         loop = asyncio.get_running_loop()
         if self._thread_sensitive:
@@ -1015,7 +1015,7 @@ class AsyncToSync(Generic[_P, _R]):
             self.__self__ = owner
         self.force_new_loop = force_new_loop
 
-    def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    def __call__(self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         __traceback_hide__ = True  # noqa: F841
         main_loop = None if self.force_new_loop else _caller_loop()
         if _get_running_loop() is not None:
