@@ -554,3 +554,22 @@ def test_wrapper_does_not_keep_its_arguments_alive() -> None:
     del payload
     gc.collect()
     assert ref() is None
+
+
+def test_each_new_loop_in_a_thread_is_the_one_its_calls_report() -> None:
+    def calling_loop() -> object:
+        return SyncToAsync.threadlocal.main_event_loop
+
+    async def loop_and_caller() -> tuple[object, object]:
+        caller = await sync_to_async(calling_loop, thread_sensitive=False)()
+        return asyncio.get_running_loop(), caller
+
+    seen = []
+    for _ in range(3):
+        loop, caller = asyncio.run(loop_and_caller())
+        assert caller is loop
+        seen.append(weakref.ref(loop))
+        del loop, caller
+    gc.collect()
+    # Finished loops are not kept alive by having made a call.
+    assert [ref() for ref in seen] == [None, None, None]

@@ -73,6 +73,34 @@ _get_running_loop = asyncio._get_running_loop
 _MISSING: Any = object()
 # os.getpid() is a system call; this copy is refreshed after fork().
 _pid = os.getpid()
+if sys.version_info >= (3, 12):
+    _running_loop = asyncio.get_running_loop
+else:
+    # Here asyncio.get_running_loop() makes a getpid() system call every time
+    # (to notice a fork), which is a measurable part of a crossing. A loop
+    # that asyncio implements records the thread running it in _thread_id,
+    # so a remembered loop is still this thread's running loop exactly when
+    # that matches; after fork() the memory is reset (_reset_after_fork).
+
+    def _no_loop() -> None:
+        return None
+
+    class _LastLoop(threading.local):
+        # Weak, so that a finished loop is not kept alive by its thread.
+        ref: Callable[[], asyncio.BaseEventLoop | None] = staticmethod(_no_loop)
+
+    _last_loop = _LastLoop()
+
+    def _running_loop() -> asyncio.AbstractEventLoop:
+        loop = _last_loop.ref()
+        if loop is not None and loop._thread_id == threading.get_ident():  # type: ignore[attr-defined]  # ty: ignore[unresolved-attribute]
+            return loop
+        running = asyncio.get_running_loop()
+        if isinstance(running, asyncio.BaseEventLoop):
+            _last_loop.ref = weakref.ref(running)
+        return running
+
+
 # asgire.trace puts a function here while a recording is active, and removes
 # it after the last one. Each crossing reads it once, so tracing that is off
 # costs one global read. It is called on the calling thread as
@@ -670,7 +698,7 @@ class SyncToAsync(Generic[_P, _R]):
 
     async def __call__(self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         __traceback_hide__ = True  # noqa: F841
-        loop = asyncio.get_running_loop()
+        loop = _running_loop()
         if self._thread_sensitive:
             executor = self._thread_sensitive_executor(loop)
         else:
@@ -1257,6 +1285,8 @@ def _reset_after_fork() -> None:
     """Give the child process fresh threads: none of the parent's survived."""
     global _default_single_thread_executor, _pid
     _pid = os.getpid()
+    if sys.version_info < (3, 12):
+        _last_loop.ref = _no_loop
     if SyncToAsync.single_thread_executor is _default_single_thread_executor:
         _default_single_thread_executor = ThreadPoolExecutor(max_workers=1)
         SyncToAsync.single_thread_executor = _default_single_thread_executor
