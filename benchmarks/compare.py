@@ -85,6 +85,12 @@ TARGETS = [
         ("asgire", "bare_hop"),
     ),
     Target(
+        "a2s_to_outer_loop / bare_hop_back (asgire)",
+        1.5,
+        ("asgire", "a2s_to_outer_loop"),
+        ("asgire", "bare_hop_back"),
+    ),
+    Target(
         "a2s_single_thread_context / upstream a2s_from_thread",
         0.12,
         ("asgire", "a2s_single_thread_context"),

@@ -121,6 +121,37 @@ def _bare_hop(units: int) -> float:
     return asyncio.run(timed())
 
 
+def _bare_hop_back(units: int) -> float:
+    # The floor for async_to_sync back to a running loop: a sync worker thread
+    # hands a callable to the loop with call_soon_threadsafe and waits on a
+    # queue for the result.
+    results: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def post(loop: asyncio.AbstractEventLoop) -> float:
+        start = _clock()
+        for _ in range(units):
+            loop.call_soon_threadsafe(lambda: results.put(_work()))
+            results.get()
+        return _clock() - start
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[float] = loop.create_future()
+
+        def worker() -> None:
+            elapsed = post(loop)
+            loop.call_soon_threadsafe(done.set_result, elapsed)
+
+        thread = threading.Thread(target=worker, name="bench-hop-back", daemon=True)
+        thread.start()
+        try:
+            return await done
+        finally:
+            thread.join()
+
+    return asyncio.run(main())
+
+
 def _s2a_sensitive(units: int) -> float:
     call = sync_to_async(_work)
 
@@ -341,6 +372,12 @@ def _pending_calls_peak(calls: int) -> float:
 
 _ALL = [
     Workload("bare_hop", "floor: bare hop to a worker thread and back", _bare_hop),
+    Workload(
+        "bare_hop_back",
+        "floor: bare hop from a sync thread to a running loop and back",
+        _bare_hop_back,
+        quick=False,
+    ),
     Workload(
         "s2a_sensitive",
         "sync_to_async, thread-sensitive, wrapper reused",
