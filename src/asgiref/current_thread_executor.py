@@ -81,12 +81,16 @@ class CurrentThreadExecutor(Executor):
                 "You cannot run CurrentThreadExecutor from a different thread"
             )
         future.add_done_callback(self._finish)
+        self._run_until_finished()
+
+    def _run_until_finished(self) -> None:
+        """Run submitted work until ``_finish()`` is called (from any thread)."""
         get = self._work_items.get
         while (work_item := get()) is not None:
             work_item.run()
             del work_item  # do not keep the last item's result alive while idle
 
-    def _finish(self, _: Future[Any]) -> None:
+    def _finish(self, _: object = None) -> None:
         with self._lock:
             self._broken = True
             self._work_items.put(None)

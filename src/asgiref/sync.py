@@ -915,7 +915,7 @@ class _SharedLoop:
         ready.set_result((loop, threading.get_ident()))
         try:
             loop.run_forever()
-            _close_like_asyncio_run(loop)
+            loop.run_until_complete(_wind_down())
         finally:
             asyncio.set_event_loop(None)
             loop.close()
@@ -928,14 +928,17 @@ class _SharedLoop:
             self.finished.result()
 
 
-def _close_like_asyncio_run(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what is left on ``loop`` and shut down its generators and
-    default executor, as ``asyncio.run`` does before closing its loop."""
-    tasks = asyncio.all_tasks(loop)
+async def _wind_down() -> None:
+    """Do what ``asyncio.run`` does before closing its loop: cancel the tasks
+    still running (other than this one) and wait for them, then shut down
+    async generators and the default executor."""
+    loop = asyncio.get_running_loop()
+    this = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks(loop) if task is not this]
     for task in tasks:
         task.cancel()
     if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        await asyncio.gather(*tasks, return_exceptions=True)
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
                 loop.call_exception_handler(
@@ -945,8 +948,34 @@ def _close_like_asyncio_run(loop: asyncio.AbstractEventLoop) -> None:
                         "task": task,
                     }
                 )
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.run_until_complete(loop.shutdown_default_executor())
+    await loop.shutdown_asyncgens()
+    await loop.shutdown_default_executor()
+
+
+async def _then_wind_down(main: Awaitable[None]) -> None:
+    try:
+        await main
+    finally:
+        await _wind_down()
+
+
+def _run_in_fresh_loop(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run(main)``, in one pass of a new event loop.
+
+    ``asyncio.run`` starts its loop four times: for ``main``, to cancel the
+    tasks left over, to shut down async generators, and to shut down the
+    default executor. Each start and stop costs about as much as running a
+    small coroutine, so here ``main`` is followed by all of that in the same
+    pass. The effect is the same: left-over tasks are cancelled (before they
+    get another step) and awaited, and the loop is closed.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(_then_wind_down(main))
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 class AsyncSingleThreadContext:
@@ -994,6 +1023,54 @@ class AsyncSingleThreadContext:
             # A context dropped without exiting still closes its loop.
             weakref.finalize(self, shared.stop)
         return shared.loop
+
+
+class _Outcome(Generic[_R]):
+    """How an ``async_to_sync`` call's coroutine ended.
+
+    ``main_wrap`` reports into it through ``set_result`` and
+    ``set_exception``, as into a ``concurrent.futures.Future``; reporting
+    then calls ``on_done``, which ends the waiting thread's
+    ``CurrentThreadExecutor`` loop. A Future would do the same through a
+    condition variable that nobody waits on, at several times the cost.
+    """
+
+    __slots__ = ("_failure", "_on_done", "_reported", "_result")
+
+    def __init__(self, on_done: Callable[[], object] | None) -> None:
+        self._on_done = on_done
+        self._reported = False
+        self._result: Any = None
+        self._failure: BaseException | None = None
+
+    def set_result(self, result: _R) -> None:
+        self._result = result
+        self._done()
+
+    def set_exception(self, exception: BaseException) -> None:
+        self._failure = exception
+        self._done()
+
+    def _done(self) -> None:
+        self._reported = True
+        if self._on_done is not None:
+            self._on_done()
+
+    def result(self) -> _R:
+        """The coroutine's result, or raise what it raised."""
+        __traceback_hide__ = True  # noqa: F841
+        if not self._reported:
+            # Its task was cancelled before it started: the loop it was
+            # scheduled on shut down first.
+            raise asyncio.CancelledError
+        failure = self._failure
+        if failure is None:
+            return self._result
+        self._failure = None  # no reference cycle through the traceback
+        try:
+            raise failure
+        finally:
+            del failure
 
 
 class AsyncToSync(Generic[_P, _R]):
@@ -1056,9 +1133,11 @@ class AsyncToSync(Generic[_P, _R]):
                 f"async_to_sync needs an async function, not {self.awaitable!r}"
             )
 
-        call_result: Future[_R] = Future()
         old_executor = _current_thread_executor()
         current_executor = CurrentThreadExecutor(old_executor)
+        call_result: _Outcome[_R] = _Outcome(
+            current_executor._finish if main_loop is not None else None
+        )
         self.executors.current = current_executor
         context = [contextvars.copy_context()]
         baseline = contextvars.copy_context()
@@ -1073,7 +1152,7 @@ class AsyncToSync(Generic[_P, _R]):
             )
             if main_loop is not None:
                 main_loop.call_soon_threadsafe(main_loop.create_task, awaitable)
-                current_executor.run_until_future(call_result)
+                current_executor._run_until_finished()
             else:
                 self._run_in_own_loop(awaitable, current_executor, context[0])
         finally:
@@ -1102,7 +1181,7 @@ class AsyncToSync(Generic[_P, _R]):
                     loop_threads[loop] = previous
 
         single = self.async_single_thread_context.get(None)
-        finished: Future[None] = Future()
+        finished: _Outcome[None] = _Outcome(executor._finish)
         if single is not None:
             loop = single._loop()
 
@@ -1120,7 +1199,7 @@ class AsyncToSync(Generic[_P, _R]):
                 try:
                     # Started in the caller's context, the task needs no
                     # context variables copied into it one by one.
-                    context.run(asyncio.run, register_while_running())
+                    context.run(_run_in_fresh_loop, register_while_running())
                 except BaseException as exc:
                     finished.set_exception(exc)
                 else:
@@ -1129,7 +1208,7 @@ class AsyncToSync(Generic[_P, _R]):
                     _affinity.token = own_token
 
             _loop_threads.run(run_loop)
-        executor.run_until_future(finished)
+        executor._run_until_finished()
         finished.result()
 
     def __get__(self, parent: Any, objtype: Any) -> Callable[_P, _R]:
@@ -1139,7 +1218,7 @@ class AsyncToSync(Generic[_P, _R]):
 
     async def main_wrap(
         self,
-        call_result: Future[_R],
+        call_result: _Outcome[_R],
         exc_info: OptExcInfo,
         task_context: list[asyncio.Task[Any]] | None,
         context: list[contextvars.Context],
@@ -1161,13 +1240,17 @@ class AsyncToSync(Generic[_P, _R]):
             else:
                 result = await awaitable
         except BaseException as exc:
-            call_result.set_exception(exc)
+            failure: BaseException | None = exc
         else:
+            failure = None
+        if task is not None and task_context is not None:
+            task_context.remove(task)
+        # Reporting wakes the caller, which then reads context[0]: set it first.
+        context[0] = contextvars.copy_context()
+        if failure is None:
             call_result.set_result(result)
-        finally:
-            if task is not None and task_context is not None:
-                task_context.remove(task)
-            context[0] = contextvars.copy_context()
+        else:
+            call_result.set_exception(failure)
 
 
 def _caller_loop() -> asyncio.AbstractEventLoop | None:
