@@ -449,16 +449,17 @@ async def test_non_sensitive_calls_can_run_concurrently() -> None:
     assert sorted(await asyncio.gather(wrapper(), wrapper())) == [0, 1]
 
 
-async def test_a_pool_grows_only_while_its_threads_are_busy() -> None:
+async def test_a_pool_grows_when_its_threads_are_busy() -> None:
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="growing")
     loop.set_default_executor(pool)
     wrapper = sync_to_async(threading.current_thread, thread_sensitive=False)
     try:
-        # One call at a time: the first thread is idle again for the next.
-        sequential = {await wrapper() for _ in range(20)}
-        assert len(sequential) == 1
-        # Four calls that can only finish together need four threads.
+        # Calls one at a time need few threads (how few depends on how soon
+        # a finished worker reports itself idle) ...
+        for _ in range(20):
+            await wrapper()
+        # ... and four calls that can only finish together need four.
         barrier = threading.Barrier(4, timeout=10)
 
         def meet() -> threading.Thread:

@@ -772,7 +772,7 @@ class SyncToAsync(Generic[_P, _R]):
     def _thread_sensitive_executor(self, loop: asyncio.AbstractEventLoop) -> Executor:
         current = _current_thread_executor()
         if current is not None:
-            if current._accepts_work():
+            if not current._broken or current._accepts_work():
                 return current
             # This task was started inside an async_to_sync call that has
             # since returned (Uvicorn starts a pipelined request from inside
@@ -1052,6 +1052,8 @@ class _Outcome(Generic[_R]):
         self._done()
 
     def _done(self) -> None:
+        if self._reported:
+            return  # reported once already; the first report stands
         self._reported = True
         if self._on_done is not None:
             self._on_done()
@@ -1185,8 +1187,18 @@ class AsyncToSync(Generic[_P, _R]):
         if single is not None:
             loop = single._loop()
 
+            async def run_and_report() -> None:
+                try:
+                    await register_while_running()
+                finally:
+                    # Here rather than in a done callback, which would run
+                    # one loop iteration later.
+                    finished.set_result(None)
+
             def start() -> None:
-                task = loop.create_task(register_while_running())
+                task = loop.create_task(run_and_report())
+                # A task cancelled before it starts (the context is exiting)
+                # never runs its body: report it all the same.
                 task.add_done_callback(lambda _: finished.set_result(None))
 
             loop.call_soon_threadsafe(start)
