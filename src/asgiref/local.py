@@ -175,15 +175,14 @@ def _writable(
 
 
 def _peek(local: Local, key: str, default: Any = None) -> Any:
-    """``getattr(local, key, default)``, without raising and catching inside."""
-    if type(local) is _DefaultLocal:
-        snapshot = _STATE.get(None)
-        if snapshot is not None and snapshot[0] is _affinity.token:
-            values = snapshot[1].get(local)
-            if values is not None:
-                return values.get(key, default)
-        return default
-    return getattr(local, key, default)
+    """``getattr(local, key, default)`` for a default (not thread-critical)
+    ``Local``, without raising and catching inside."""
+    snapshot = _STATE.get(None)
+    if snapshot is not None and snapshot[0] is _affinity.token:
+        values = snapshot[1].get(local)
+        if values is not None:
+            return values.get(key, default)
+    return default
 
 
 _local_getattribute = threading.local.__getattribute__
