@@ -595,7 +595,7 @@ def test_an_event_loop_that_cannot_be_made_fails_the_call(
     # asyncio.run() asks asyncio.events; the package re-exports the function.
     monkeypatch.setattr(asyncio.events, "new_event_loop", refuse)
     monkeypatch.setattr(asyncio, "new_event_loop", refuse)
-    with pytest.raises(RuntimeError, match="^no event loop for you$"):
+    with pytest.raises(RuntimeError, match=r"^no event loop for you$"):
         async_to_sync(add)(1)
 
 

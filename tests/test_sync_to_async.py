@@ -442,7 +442,9 @@ async def test_a_shut_down_executor_refuses_the_call(pool: ThreadPoolExecutor) -
     pool.shutdown()
     ran: list[str] = []
     wrapper = sync_to_async(ran.append, thread_sensitive=False, executor=pool)
-    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+    with pytest.raises(
+        RuntimeError, match="cannot schedule new futures after shutdown"
+    ):
         await wrapper("ran")
     assert ran == []
 
