@@ -352,6 +352,30 @@ def test_task_spawned_while_its_frame_waits_runs_on_that_frame_thread() -> None:
     assert async_to_sync(middle)() is threading.current_thread()
 
 
+def test_task_outliving_a_nested_call_runs_on_the_waiting_outer_frames_thread() -> None:
+    gate: list[asyncio.Event] = []
+    spawned: list[asyncio.Task[threading.Thread]] = []
+
+    async def late() -> threading.Thread:
+        await gate[0].wait()
+        return await here()
+
+    async def spawn() -> None:
+        spawned.append(asyncio.ensure_future(late()))
+
+    def middle() -> None:
+        async_to_sync(spawn)()  # returns while the task it started lives on
+
+    async def outer() -> threading.Thread:
+        gate.append(asyncio.Event())
+        await sync_to_async(middle)()
+        # The nested call has returned; this outer one is still waiting.
+        gate[0].set()
+        return await spawned[0]
+
+    assert async_to_sync(outer)() is threading.current_thread()
+
+
 def test_tasks_without_the_callers_context_use_the_thread_that_started_the_loop() -> (
     None
 ):
