@@ -154,9 +154,11 @@ def test_warns_for_callables_not_marked_async_but_still_runs_them() -> None:
     assert wrapper(1) == 3
 
 
-def test_warns_for_non_callables() -> None:
+def test_warns_for_non_callables_and_calling_them_raises_type_error() -> None:
     with pytest.warns(UserWarning, match=NOT_ASYNC_WARNING):
-        async_to_sync(42)  # ty: ignore[invalid-argument-type]
+        wrapper = async_to_sync(42)  # ty: ignore[invalid-argument-type]
+    with pytest.raises(TypeError):
+        wrapper()
 
 
 def test_decorator_factory_warns_when_applied() -> None:
@@ -582,6 +584,19 @@ def test_bad_arguments_raise_type_error_in_the_caller() -> None:
         wrapper(1, 2, 3)  # ty: ignore[too-many-positional-arguments]
     with pytest.raises(TypeError):
         wrapper(1, c=3)  # ty: ignore[unknown-argument]
+
+
+def test_an_event_loop_that_cannot_be_made_fails_the_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse() -> asyncio.AbstractEventLoop:
+        raise RuntimeError("no event loop for you")
+
+    # asyncio.run() asks asyncio.events; the package re-exports the function.
+    monkeypatch.setattr(asyncio.events, "new_event_loop", refuse)
+    monkeypatch.setattr(asyncio, "new_event_loop", refuse)
+    with pytest.raises(RuntimeError, match=r"^no event loop for you$"):
+        async_to_sync(add)(1)
 
 
 def test_base_exceptions_propagate() -> None:

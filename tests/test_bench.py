@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import argparse
 import ast
+import asyncio
 import importlib.util
 import io
 import json
 import math
+import platform
 import subprocess
 import sys
+import tracemalloc
+from collections.abc import Callable
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -231,3 +236,161 @@ def test_serve_answers_calibrate_and_run_requests() -> None:
     assert calibrated["units"] >= 1
     assert ran["value"] > 0
     assert failed == {"error": "KeyError: 'nope'"}
+
+
+class _ForgetfulLocal:
+    """A Local that loses what is stored in it."""
+
+    def __init__(self, thread_critical: bool = False) -> None:
+        pass
+
+    def __setattr__(self, name: str, value: object) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> object:
+        return -1
+
+
+@pytest.mark.parametrize("name", ["local_get", "local_set"])
+def test_local_workloads_fail_when_the_local_loses_values(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench, "Local", _ForgetfulLocal)
+    with pytest.raises(AssertionError, match="Local"):
+        bench.WORKLOADS[name].run(2)
+
+
+def test_pending_calls_peak_leaves_tracing_on_when_it_was_on() -> None:
+    tracemalloc.start()
+    try:
+        assert bench.WORKLOADS["pending_10k_memory"].run(50) > 0
+        assert tracemalloc.is_tracing()
+    finally:
+        tracemalloc.stop()
+
+
+def _delayed_sync_to_async(steps: int | None) -> Callable[..., Any]:
+    """sync_to_async whose calls await ``steps`` times before reaching the
+    executor, or never reach it (None)."""
+
+    def wrap(func: Callable[[], Any], **options: Any) -> Callable[[], Any]:
+        async def call() -> Any:
+            for _ in range(5 if steps is None else steps):
+                await asyncio.sleep(0)
+            if steps is None:
+                return None
+            executor = options["executor"]
+            return await asyncio.wrap_future(executor.submit(func))
+
+        return call
+
+    return wrap
+
+
+def test_pending_calls_peak_waits_for_calls_that_take_a_few_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bench, "sync_to_async", _delayed_sync_to_async(3))
+    assert bench.WORKLOADS["pending_10k_memory"].run(50) > 0
+
+
+def test_pending_calls_peak_fails_when_calls_never_reach_the_executor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bench, "sync_to_async", _delayed_sync_to_async(None))
+    with pytest.raises(RuntimeError, match=r"^only 0 of 50 calls reached"):
+        bench.WORKLOADS["pending_10k_memory"].run(50)
+
+
+def test_measure_reports_peak_bytes_for_the_memory_workload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bench, "PENDING_CALLS", 100)
+    workload = bench.WORKLOADS["pending_10k_memory"]
+    assert bench.calibrate(workload, 1.0, 0.0) == 100
+    result = bench.measure(workload, 1.0)
+    assert result["unit"] == "bytes"
+    assert result["calls"] == 100
+    assert result["value"] > 0
+
+
+@pytest.mark.parametrize(
+    "asgire_spec",
+    [None, ModuleSpec("asgire", None, origin="/elsewhere/asgire/__init__.py")],
+    ids=["asgire-absent", "asgire-elsewhere"],
+)
+@pytest.mark.parametrize(
+    "cpuinfo", [None, "processor\t: 0\nflags\t\t: fpu\n"], ids=["no-proc", "no-model"]
+)
+def test_environment_under_upstream_without_a_cpu_model(
+    asgire_spec: ModuleSpec | None,
+    cpuinfo: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As when benchmarks/compare.py runs this file with upstream asgiref, on
+    # a system without /proc or whose /proc/cpuinfo names no model (ARM).
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: asgire_spec)
+
+    def fake_open(path: str, *args: Any, **kwargs: Any) -> io.StringIO:
+        if cpuinfo is None:
+            raise FileNotFoundError(path)
+        return io.StringIO(cpuinfo)
+
+    monkeypatch.setattr(bench, "open", fake_open, raising=False)
+    env = bench.environment()
+    assert env["provider"] == "asgiref"
+    assert env["provider_version"] == "unknown"  # not installed here
+    assert env["cpu"] == (platform.processor() or platform.machine() or "unknown")
+
+
+def test_progress_on_a_terminal_rewrites_one_line() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    show = bench._progress_printer(stream)
+    show(0, 2, "local_get")
+    show(2, 2, "")
+    assert stream.getvalue() == (
+        "\r" + "measuring [0/2] local_get".ljust(60) + "\r" + " " * 60 + "\r"
+    )
+
+
+def test_formatting_of_times_and_sizes() -> None:
+    assert bench.format_time(2.5) == "2.5 s"
+    assert bench.format_time(0.0123) == "12.3 ms"
+    assert bench.format_time(4e-6) == "4 us"
+    assert bench.format_time(7.5e-9) == "7.5 ns"
+    assert bench.format_bytes(3 * 2**30) == "3 GiB"
+    assert bench.format_bytes(1.5 * 2**20) == "1.5 MiB"
+    assert bench.format_bytes(2048) == "2 KiB"
+    assert bench.format_bytes(100) == "100 B"
+
+
+def test_table_shows_memory_in_bytes() -> None:
+    document = {
+        "environment": bench.environment(),
+        "results": {
+            "pending_10k_memory": {"unit": "bytes", "value": 3 * 2**20, "calls": 1}
+        },
+    }
+    row = bench.format_table(document).splitlines()[-1]
+    assert row.split()[:3] == ["pending_10k_memory", "3", "MiB"]
+
+
+def test_list_as_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[0] == next(iter(bench.WORKLOADS))
+    assert any(line.split()[:2] == ["pending_10k_memory", "*"] for line in lines)
+    assert lines[-1] == "* not run by default; use --all or --only"
+
+
+def test_serve_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    replies = io.StringIO()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    monkeypatch.setattr(sys, "stdout", replies)
+    assert bench.main(["--serve"]) == 0
+    (environment,) = map(json.loads, replies.getvalue().splitlines())
+    assert environment["environment"]["provider"] == "asgire"

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
+import importlib.metadata
 import json
 import os
 import shutil
 import subprocess
 import sys
-from importlib.metadata import PathDistribution, version
+import types
+from importlib.metadata import PackageNotFoundError, PathDistribution, version
 from pathlib import Path
 
 import pytest
@@ -309,6 +312,123 @@ def test_python_facts_match_the_interpreter() -> None:
     assert facts["gil_enabled"] is expected
 
 
+def test_the_same_installation_seen_twice_counts_once(tmp_path: Path) -> None:
+    # sys.path can list one directory twice.
+    ours = install(tmp_path / "site", "asgire", "0.1.0", OUR_FILES)
+    upstream = install(tmp_path / "later", "asgiref", "3.13.0", UPSTREAM_FILES)
+    found = info.diagnose(
+        tmp_path / "site" / "asgiref", [ours, upstream, upstream], python=PYTHON
+    )
+    assert [u.version for u in found.upstream] == ["3.13.0"]
+    assert len(found.notes) == 1
+    assert found.fix == ((PYTHON, "-m", "pip", "uninstall", "-y", "asgiref"),)
+
+
+def test_unrecorded_directory_without_asgire_is_only_a_note(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout" / "asgiref"
+    checkout.mkdir(parents=True)
+    (checkout / "__init__.py").write_bytes(INIT)
+    found = info.diagnose(checkout, [], python=PYTHON)
+    assert found.problems == ()
+    assert any("source checkout" in note for note in found.notes)
+    assert any("not installed as a distribution" in note for note in found.notes)
+    assert found.fix == ()
+
+
+def _with_upstream_over(
+    site: Path, direct_url: dict[str, object] | None = None
+) -> tuple[PathDistribution, PathDistribution]:
+    ours = install(
+        site, "asgire", "0.1.0", OUR_FILES, installer="uv", direct_url=direct_url
+    )
+    upstream = install(site, "asgiref", "3.13.0", UPSTREAM_FILES, installer="uv")
+    return ours, upstream
+
+
+def test_fix_reinstalls_from_the_commit_asgire_came_from(tmp_path: Path) -> None:
+    url = "https://example.invalid/asgire.git"
+    vcs_info = {"vcs": "git", "commit_id": "0123abc"}
+    dists = _with_upstream_over(tmp_path, {"url": url, "vcs_info": vcs_info})
+    found = info.diagnose(tmp_path / "asgiref", dists, python=PYTHON)
+    assert found.fix[-1][-1] == f"asgire @ git+{url}@0123abc"
+
+
+def test_fix_pins_the_version_when_the_commit_is_unknown(tmp_path: Path) -> None:
+    url = "https://example.invalid/asgire.git"
+    dists = _with_upstream_over(tmp_path, {"url": url, "vcs_info": {"vcs": "git"}})
+    found = info.diagnose(tmp_path / "asgiref", dists, python=PYTHON)
+    assert found.fix[-1][-1] == "asgire==0.1.0"
+
+
+def test_unreadable_direct_url_is_ignored(tmp_path: Path) -> None:
+    ours, upstream = _with_upstream_over(tmp_path, {"url": "placeholder"})
+    (tmp_path / "asgire-0.1.0.dist-info" / "direct_url.json").write_text("{broken")
+    found = info.diagnose(tmp_path / "asgiref", [ours, upstream], python=PYTHON)
+    assert found.asgire is not None
+    assert found.asgire.source is None
+    assert found.fix[-1][-1] == "asgire==0.1.0"
+
+
+def test_blank_record_rows_and_unknown_hashes_are_skipped(tmp_path: Path) -> None:
+    ours = install(tmp_path, "asgire", "0.1.0", OUR_FILES)
+    record = tmp_path / "asgire-0.1.0.dist-info" / "RECORD"
+    # A blank line, a row without a path, and a file hashed with an algorithm
+    # this Python does not have (so it cannot be compared).
+    (tmp_path / "asgiref" / "extra.py").write_bytes(b"# extra\n")
+    with record.open("a") as rows:
+        rows.write("\n,,\nasgiref/extra.py,sha3_4096=AAAA,8\n")
+    found = info.diagnose(tmp_path / "asgiref", [ours], python=PYTHON)
+    assert not found.conflict, found.problems
+    assert found.checked == 4
+    assert (found.replaced, found.missing) == ((), ())
+
+
+def test_editable_asgire_whose_pth_file_is_gone_does_not_back_asgiref(
+    tmp_path: Path,
+) -> None:
+    ours = _editable(tmp_path / "site", tmp_path / "src")
+    (tmp_path / "site" / "_editable_impl_asgire.pth").unlink()
+    found = info.diagnose(tmp_path / "src" / "asgiref", [ours], python=PYTHON)
+    assert found.providers == ()
+    assert any("shadows asgire" in problem for problem in found.problems)
+
+
+def test_report_without_asgire_on_a_free_threaded_python(tmp_path: Path) -> None:
+    upstream = install(tmp_path, "asgiref", "3.13.0", UPSTREAM_FILES)
+    found = info.diagnose(tmp_path / "asgiref", [upstream], python=PYTHON)
+    python = {**info.python_facts(), "free_threaded": True, "gil_enabled": False}
+    text = info.to_text(found, python)
+    assert "asgire:   not installed as a distribution" in text
+    assert "free-threaded build, GIL disabled" in text
+    assert info.to_json(found, python)["asgire"] is None
+
+
+def test_find_asgiref_finds_the_package_directory() -> None:
+    found = info.find_asgiref()
+    assert found is not None
+    assert (found / "__init__.py").is_file()
+
+
+def test_find_asgiref_on_a_sys_path_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(sys.modules, "asgiref")
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    assert info.find_asgiref() is None
+    # A lone module rather than a package: where the module is.
+    (tmp_path / "asgiref.py").write_text("")
+    importlib.invalidate_caches()  # the directory was listed before the file existed
+    assert info.find_asgiref() == tmp_path
+
+
+def test_find_asgiref_with_a_module_object_that_has_no_spec(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What a test double put in sys.modules looks like to the import system.
+    monkeypatch.setitem(sys.modules, "asgiref", types.ModuleType("asgiref"))
+    assert info.find_asgiref() is None
+
+
 # The command line, in this (development) environment.
 
 
@@ -352,6 +472,51 @@ def test_help_documents_commands_and_exit_codes(
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"asgire {version('asgire')}"
+
+
+def test_version_when_asgire_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def not_installed(name: str) -> str:
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == "asgire unknown (not installed)"
+
+
+def test_ctrl_c_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(info, "run", interrupted)
+    assert cli.main(["info"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_a_reader_that_went_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # gone before anything is written, as with `| head -0`
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "asgire", "info"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+            env=env,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert done.stderr == ""
 
 
 def test_a_command_that_fails_to_import_does_not_break_the_others(

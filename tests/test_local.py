@@ -102,6 +102,40 @@ def test_deleting_a_missing_attribute_raises_attribute_error(
 
 
 @pytest.mark.parametrize("thread_critical", [False, True])
+def test_deleting_in_a_thread_that_set_nothing_raises_and_leaves_others_alone(
+    thread_critical: bool, in_new_thread: Callable[..., Any]
+) -> None:
+    local = Local(thread_critical)
+    local.value = "main"
+
+    def delete_elsewhere() -> Any:
+        with pytest.raises(AttributeError):
+            del local.value
+        return read(local)
+
+    assert in_new_thread(delete_elsewhere) == MISSING
+    assert local.value == "main"
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+async def test_deleting_in_async_code_removes_only_that_attribute_of_that_task(
+    thread_critical: bool,
+) -> None:
+    local = Local(thread_critical)
+    local.value = 1
+    local.other = 2
+    del local.value
+    assert (read(local), local.other) == (MISSING, 2)
+
+    async def child() -> Any:
+        del local.other
+        return read(local, "other")
+
+    assert await asyncio.create_task(child()) == MISSING
+    assert local.other == 2
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
 async def test_missing_attribute_in_async_code_raises_attribute_error(
     thread_critical: bool,
 ) -> None:
@@ -254,6 +288,21 @@ async def test_values_set_in_async_code_are_visible_to_sync_to_async() -> None:
     local.value = "async"
     assert await sync_to_async(read)(local) == "async"
     assert await sync_to_async(read, thread_sensitive=False)(local) == "async"
+
+
+@pytest.mark.parametrize("thread_sensitive", [True, False])
+def test_first_value_a_new_threads_loop_sets_is_visible_to_sync_to_async(
+    thread_sensitive: bool, in_new_thread: Callable[..., Any]
+) -> None:
+    # A new thread's context holds no Local data yet, so this value is all the
+    # call has to carry, with nothing inherited from earlier tests.
+    local = Local()
+
+    async def main() -> Any:
+        local.value = "async"
+        return await sync_to_async(read, thread_sensitive=thread_sensitive)(local)
+
+    assert in_new_thread(lambda: asyncio.run(main())) == "async"
 
 
 async def test_values_set_in_sync_to_async_are_visible_to_the_async_caller() -> None:

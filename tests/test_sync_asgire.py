@@ -4,12 +4,26 @@ and hooks that both must honour."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
+import os
 import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from asgiref.sync import AsyncSingleThreadContext, SyncToAsync, async_to_sync
+from asgiref.sync import (
+    AsyncSingleThreadContext,
+    SyncToAsync,
+    ThreadSensitiveContext,
+    async_to_sync,
+    sync_to_async,
+)
 
 
 async def loop_and_thread() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
@@ -67,6 +81,110 @@ def test_single_thread_context_cancels_leftover_tasks_and_closes_generators() ->
         async_to_sync(start_background_work)()
         assert events == []  # still running between calls
     assert sorted(events) == ["generator closed", "task cancelled"]
+
+
+@pytest.mark.asgire_only
+def test_single_thread_context_reports_a_task_that_fails_as_it_is_cancelled() -> None:
+    reported: list[dict[str, Any]] = []
+    left_running: list[asyncio.Task[None]] = []
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise RuntimeError("failed while being cancelled") from None
+
+    async def start() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: reported.append(context))
+        left_running.append(loop.create_task(stubborn()))
+
+    with AsyncSingleThreadContext():
+        async_to_sync(start)()
+        assert reported == []
+    (report,) = reported
+    assert report["message"] == "unhandled exception while closing the loop"
+    assert str(report["exception"]) == "failed while being cancelled"
+
+
+@pytest.mark.asgire_only
+def test_single_thread_context_collected_on_its_own_loop_thread_closes_the_loop() -> (
+    None
+):
+    loops: list[asyncio.AbstractEventLoop] = []
+    dropped: list[asyncio.Event] = []
+
+    async def collect_when_dropped(event: asyncio.Event) -> None:
+        await event.wait()
+        # This task's context still refers to the block's context, so the
+        # collection runs after it, in an empty context of its own.
+        asyncio.get_running_loop().call_soon(gc.collect, context=contextvars.Context())
+
+    async def start() -> None:
+        loop = asyncio.get_running_loop()
+        loops.append(loop)
+        dropped.append(asyncio.Event())
+        # No reference kept: it would keep the block's context alive.
+        loop.create_task(collect_when_dropped(dropped[0]))  # noqa: RUF006
+
+    def enter_and_abandon() -> None:
+        AsyncSingleThreadContext().__enter__()  # never exited
+        async_to_sync(start)()
+
+    # Collections from any other thread would take the context away from the
+    # loop's thread; only the one above may run.
+    gc.disable()
+    try:
+        contextvars.Context().run(enter_and_abandon)
+        loops[0].call_soon_threadsafe(dropped[0].set)
+        deadline = time.monotonic() + 10
+        while not loops[0].is_closed() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        gc.enable()
+    # Stopping the loop from its own thread must not wait for itself.
+    assert loops[0].is_closed()
+
+
+@pytest.mark.asgire_only
+def test_idle_loop_thread_handed_a_job_as_it_times_out_runs_the_job() -> None:
+    from asgiref.sync import _LoopThreads
+
+    cache = _LoopThreads()
+    cache.idle_timeout = 0  # each wait for the next job times out at once
+    ran: list[threading.Thread] = []
+
+    def job() -> None:
+        ran.append(threading.current_thread())
+
+    class HandOverOnRecheck:
+        """The cache's lock; when the idle thread comes back for it after
+        timing out, a caller takes that thread off the idle list first."""
+
+        def __init__(self) -> None:
+            self._lock = threading.Lock()
+            self._taken_by_worker = 0
+
+        def __enter__(self) -> None:
+            if threading.current_thread().name.startswith("asgire-loop"):
+                self._taken_by_worker += 1
+                # 1: going idle after the first job; 2: the recheck.
+                if self._taken_by_worker == 2:
+                    cache.run(job)
+            self._lock.acquire()
+
+        def __exit__(self, *_: object) -> None:
+            self._lock.release()
+
+    cache._lock = HandOverOnRecheck()  # ty: ignore[invalid-assignment]
+    cache.run(job)
+    deadline = time.monotonic() + 10
+    while len(ran) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(ran) == 2
+    assert ran[0] is ran[1]  # the handed-over job ran on the same thread
+    ran[0].join(timeout=10)
+    assert not ran[0].is_alive()
 
 
 @pytest.mark.asgire_only
@@ -136,3 +254,95 @@ def test_overridden_thread_handler_sees_the_caller_exception() -> None:
 
     asyncio.run(main())
     assert isinstance(captured[0], KeyError)
+
+
+# -- fork() -----------------------------------------------------------------------
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def run_forked(body: Callable[[], None], timeout: float = 20.0) -> str:
+    """Run ``body`` in a forked child: its traceback, or "" if it passed."""
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # 3.12+ warns that forking a threaded process may deadlock the child.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            body()
+            code = 0
+        except BaseException:
+            os.write(write_end, traceback.format_exc().encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + timeout
+    try:
+        while not os.waitpid(pid, os.WNOHANG)[0]:
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                return f"the child hung for {timeout}s"
+            time.sleep(0.01)
+        report = b""
+        while chunk := os.read(read_end, 65536):
+            report += chunk
+    finally:
+        os.close(read_end)
+    return report.decode()
+
+
+@needs_fork
+@pytest.mark.asgire_only
+async def test_forked_child_gets_fresh_threads_but_keeps_the_executors_it_was_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    current = sync_to_async(threading.current_thread)
+    # Replaced before it ever started its thread, so it works in the child.
+    replacement = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replacement")
+    monkeypatch.setattr(SyncToAsync, "single_thread_executor", replacement)
+    supplied = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supplied")
+    try:
+        async with ThreadSensitiveContext():
+            parent_thread = await current()  # the context's thread now exists
+            in_context = contextvars.copy_context()
+            async with ThreadSensitiveContext(executor=supplied) as given:
+
+                def child() -> None:
+                    # The context's thread did not survive the fork: its
+                    # calls get a new one.
+                    thread = in_context.run(asyncio.run, current())
+                    assert thread is not parent_thread
+                    # The replacement serves calls outside any context.
+                    top = contextvars.Context().run(lambda: asyncio.run(current()))
+                    assert top.name.startswith("replacement")
+                    # What the caller supplied is left as it was.
+                    assert SyncToAsync.single_thread_executor is replacement
+                    assert SyncToAsync.context_to_thread_executor[given] is supplied
+
+                forked = sync_to_async(run_forked, thread_sensitive=False)
+                assert await forked(child) == ""
+    finally:
+        supplied.shutdown()
+        replacement.shutdown()
+
+
+@needs_fork
+@pytest.mark.asgire_only
+def test_forked_child_inside_a_single_thread_context_gets_its_own_loop() -> None:
+    wrapper = async_to_sync(loop_and_thread)
+    with AsyncSingleThreadContext():
+        parent_loop, parent_thread = wrapper()
+
+        def child() -> None:
+            first_loop, first_thread = wrapper()
+            second_loop, second_thread = wrapper()
+            assert first_loop is not parent_loop
+            assert first_thread is not parent_thread
+            # Still one loop and thread for the block, now the child's own.
+            assert (second_loop, second_thread) == (first_loop, first_thread)
+
+        assert run_forked(child) == ""

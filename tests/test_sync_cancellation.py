@@ -287,3 +287,41 @@ async def test_cancellation_through_nested_frames_waits_for_the_innermost_sync_c
         "innermost returned",
         "outer saw the cancellation",
     ]
+
+
+async def test_cancelled_again_as_the_inner_coroutine_returns_stops_waiting() -> None:
+    loop = asyncio.get_running_loop()
+    inner_started = asyncio.Event()
+    proceed = threading.Event()
+    caller: list[asyncio.Task[Any]] = []
+    events: list[str] = []
+
+    async def inner() -> str:
+        inner_started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            # The caller is cancelled a second time just as this coroutine
+            # returns after absorbing the first cancellation.
+            loop.call_soon(caller[0].cancel)
+            return "absorbed"
+        return "finished"
+
+    def sync_function() -> str:
+        result = async_to_sync(inner)()
+        events.append(result)
+        assert proceed.wait(timeout=10)
+        return result
+
+    task = asyncio.ensure_future(sync_to_async(sync_function)())
+    caller.append(task)
+    await inner_started.wait()
+    task.cancel()
+    try:
+        await asyncio.wait([task], timeout=10)
+        # The second cancellation ends the wait for the sync function.
+        assert task.cancelled()
+    finally:
+        proceed.set()
+    # The abandoned sync function still finishes on the single thread.
+    assert await sync_to_async(lambda: list(events))() == ["absorbed"]

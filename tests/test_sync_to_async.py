@@ -13,6 +13,7 @@ import traceback
 import weakref
 from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
 import pytest
@@ -185,6 +186,11 @@ def test_wrapper_is_recognised_as_a_coroutine_function() -> None:
     assert iscoroutinefunction(sync_to_async(add, thread_sensitive=False))
 
 
+def test_only_instances_are_coroutine_functions() -> None:
+    assert iscoroutinefunction(sync_to_async(add))
+    assert not iscoroutinefunction(SyncToAsync)
+
+
 @pytest.mark.skipif(
     sys.version_info < (3, 12), reason="inspect.markcoroutinefunction is 3.12+"
 )
@@ -286,6 +292,24 @@ def test_rejects_an_executor_with_explicit_thread_sensitive(
         sync_to_async(add, thread_sensitive=True, executor=pool)
     with pytest.raises(TypeError, match=EXECUTOR_WITH_THREAD_SENSITIVE):
         SyncToAsync(add, True, pool)
+
+
+@pytest.mark.asgire_only
+@pytest.mark.parametrize("value", [object(), "pool"], ids=["object", "str"])
+def test_rejects_an_executor_without_submit(value: Any) -> None:
+    # Upstream accepts it and fails on the first call instead.
+    with pytest.raises(
+        TypeError, match=r"^executor must be a concurrent\.futures\.Executor, not "
+    ):
+        sync_to_async(add, thread_sensitive=False, executor=value)
+
+
+@pytest.mark.asgire_only
+def test_rejects_a_context_that_is_not_a_context() -> None:
+    with pytest.raises(
+        TypeError, match=r"^context must be a contextvars\.Context or None, not "
+    ):
+        sync_to_async(add, context={})  # ty: ignore[invalid-argument-type]
 
 
 def test_decorator_factory_rejects_an_executor_when_applied(
@@ -423,6 +447,126 @@ async def test_given_executor_may_be_any_executor() -> None:
         assert executor.submitted == 1
     finally:
         executor.inner.shutdown()
+
+
+async def test_an_instrumented_thread_pool_submit_sees_each_call(
+    monkeypatch: pytest.MonkeyPatch, pool: ThreadPoolExecutor
+) -> None:
+    # APM agents wrap ThreadPoolExecutor.submit to follow work across threads.
+    submitted_to: list[Executor] = []
+    original = ThreadPoolExecutor.submit
+
+    def recording_submit(
+        self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any
+    ) -> Any:
+        submitted_to.append(self)
+        return original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", recording_submit)
+    assert await sync_to_async(add, thread_sensitive=False, executor=pool)(1, 2) == 3
+    assert submitted_to == [pool]
+
+
+async def test_a_shut_down_executor_refuses_the_call(pool: ThreadPoolExecutor) -> None:
+    pool.shutdown()
+    ran: list[str] = []
+    wrapper = sync_to_async(ran.append, thread_sensitive=False, executor=pool)
+    with pytest.raises(
+        RuntimeError, match="cannot schedule new futures after shutdown"
+    ):
+        await wrapper("ran")
+    assert ran == []
+
+
+class SubclassedPool(ThreadPoolExecutor):
+    """A pool that is not exactly the stdlib class, reached through submit()."""
+
+
+POOL_CLASSES = pytest.mark.parametrize(
+    "pool_class", [ThreadPoolExecutor, SubclassedPool], ids=["stdlib", "subclass"]
+)
+
+
+@POOL_CLASSES
+async def test_calls_queued_when_the_executor_cancels_its_futures_are_cancelled(
+    pool_class: type[ThreadPoolExecutor],
+) -> None:
+    loop = asyncio.get_running_loop()
+    executor = pool_class(max_workers=1)
+    started = asyncio.Event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def occupy() -> None:
+        loop.call_soon_threadsafe(started.set)
+        assert release.wait(10)
+
+    try:
+        busy = asyncio.ensure_future(
+            sync_to_async(occupy, thread_sensitive=False, executor=executor)()
+        )
+        await started.wait()
+        queued = asyncio.ensure_future(
+            sync_to_async(ran.append, thread_sensitive=False, executor=executor)("ran")
+        )
+        await asyncio.sleep(0)  # the queued call reaches the executor
+        executor.shutdown(wait=False, cancel_futures=True)
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+    finally:
+        release.set()
+        executor.shutdown()
+    await busy
+    assert ran == []
+
+
+def fail_to_start() -> None:
+    raise RuntimeError("the worker could not start")
+
+
+@POOL_CLASSES
+async def test_an_executor_whose_worker_cannot_start_raises_broken_thread_pool(
+    pool_class: type[ThreadPoolExecutor],
+) -> None:
+    executor = pool_class(max_workers=1, initializer=fail_to_start)
+    ran: list[str] = []
+    wrapper = sync_to_async(ran.append, thread_sensitive=False, executor=executor)
+    try:
+        with pytest.raises(BrokenThreadPool):
+            await wrapper("ran")
+    finally:
+        executor.shutdown()
+    assert ran == []
+
+
+@pytest.mark.asgire_only
+@POOL_CLASSES
+async def test_a_call_cancelled_before_its_executor_breaks_stays_cancelled(
+    pool_class: type[ThreadPoolExecutor], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Upstream cancels the queued work item, and the pool then fails to
+    # report the breakage to it, raising InvalidStateError in its worker.
+    gate = threading.Event()
+
+    def start_late_then_fail() -> None:
+        assert gate.wait(10)
+        fail_to_start()
+
+    executor = pool_class(max_workers=1, initializer=start_late_then_fail)
+    ran: list[str] = []
+    wrapper = sync_to_async(ran.append, thread_sensitive=False, executor=executor)
+    try:
+        task = asyncio.ensure_future(wrapper("ran"))
+        await asyncio.sleep(0)  # queued; the worker is still starting
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        gate.set()
+        executor.shutdown()  # the worker has failed and reported it by now
+    assert ran == []
+    # Neither the worker nor a future's done-callback failed on the way.
+    assert [r for r in caplog.records if "callback" in r.getMessage()] == []
 
 
 async def test_non_sensitive_calls_default_to_the_loop_default_executor() -> None:

@@ -352,6 +352,30 @@ def test_task_spawned_while_its_frame_waits_runs_on_that_frame_thread() -> None:
     assert async_to_sync(middle)() is threading.current_thread()
 
 
+def test_task_outliving_a_nested_call_runs_on_the_waiting_outer_frames_thread() -> None:
+    gate: list[asyncio.Event] = []
+    spawned: list[asyncio.Task[threading.Thread]] = []
+
+    async def late() -> threading.Thread:
+        await gate[0].wait()
+        return await here()
+
+    async def spawn() -> None:
+        spawned.append(asyncio.ensure_future(late()))
+
+    def middle() -> None:
+        async_to_sync(spawn)()  # returns while the task it started lives on
+
+    async def outer() -> threading.Thread:
+        gate.append(asyncio.Event())
+        await sync_to_async(middle)()
+        # The nested call has returned; this outer one is still waiting.
+        gate[0].set()
+        return await spawned[0]
+
+    assert async_to_sync(outer)() is threading.current_thread()
+
+
 def test_tasks_without_the_callers_context_use_the_thread_that_started_the_loop() -> (
     None
 ):
@@ -491,6 +515,67 @@ async def test_exiting_does_not_use_the_loops_default_executor() -> None:
         default.shutdown()
 
 
+async def test_a_context_whose_exit_is_cancelled_still_lets_its_thread_end() -> None:
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    exiting = asyncio.Event()
+    release = threading.Event()
+    workers: list[threading.Thread] = []
+
+    def work() -> None:
+        workers.append(threading.current_thread())
+        loop.call_soon_threadsafe(started.set)
+        assert release.wait(10)
+
+    async def block() -> None:
+        async with ThreadSensitiveContext():
+            busy = asyncio.ensure_future(sync_to_async(work)())
+            await started.wait()
+            busy.cancel()  # the context's thread stays inside work()
+            with pytest.raises(asyncio.CancelledError):
+                await busy
+            exiting.set()
+
+    task = asyncio.ensure_future(block())
+    await exiting.wait()
+    await asyncio.sleep(0)  # the block is now waiting for the thread to finish
+    task.cancel()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        release.set()
+    # Blocking the loop is safe here: the thread needs nothing from it to end.
+    workers[0].join(timeout=10)
+    assert not workers[0].is_alive()
+    await asyncio.sleep(0)  # what the thread reported on its way out arrives
+
+
+async def test_a_context_whose_executor_was_shut_down_already_exits_cleanly() -> None:
+    async with ThreadSensitiveContext() as context:
+        worker = await here()
+        SyncToAsync.context_to_thread_executor[context].shutdown()
+    assert not worker.is_alive()
+    assert await here() in single_thread_executor_threads()
+
+
+async def test_an_executor_installed_for_a_context_runs_its_calls_until_exit() -> None:
+    class InstalledPool(ThreadPoolExecutor):
+        pass
+
+    installed = InstalledPool(max_workers=1, thread_name_prefix="installed")
+    async with ThreadSensitiveContext() as context:
+        SyncToAsync.context_to_thread_executor[context] = installed
+        first = await here()
+        second = await here()
+    assert first is second
+    assert first.name.startswith("installed")
+    # Exiting shut the executor down and joined its thread.
+    assert not first.is_alive()
+    with pytest.raises(RuntimeError):
+        installed.submit(int)
+
+
 # ThreadSensitiveContext with an executor
 
 
@@ -578,6 +663,15 @@ async def test_parent_is_restored_when_the_block_is_cancelled(
     task.cancel()
     parent, after = await task
     assert after is parent
+
+
+@pytest.mark.asgire_only
+def test_a_context_refuses_an_executor_without_submit() -> None:
+    # Upstream accepts it and fails on the first thread-sensitive call.
+    with pytest.raises(
+        TypeError, match=r"^executor must be a concurrent\.futures\.Executor, not "
+    ):
+        ThreadSensitiveContext(executor=object())  # ty: ignore[invalid-argument-type]
 
 
 async def test_entering_a_context_with_an_executor_twice_is_refused(
@@ -746,3 +840,39 @@ def test_single_thread_contexts_in_different_threads_are_independent(
         theirs = in_new_thread(body)
         assert theirs is not mine
         assert not theirs.is_alive()
+
+
+def test_an_executor_installed_for_a_single_thread_context_runs_its_loop() -> None:
+    installed = ThreadPoolExecutor(max_workers=1, thread_name_prefix="installed")
+    with AsyncSingleThreadContext() as context:
+        AsyncToSync.context_to_thread_executor[context] = installed
+        first, _ = async_to_sync(loop_thread)()
+        second, _ = async_to_sync(loop_thread)()
+    assert first is second
+    assert first.name.startswith("installed")
+    # Exiting shut the executor down and joined its thread.
+    assert not first.is_alive()
+    with pytest.raises(RuntimeError):
+        installed.submit(int)
+
+
+@pytest.mark.asgire_only
+def test_a_nested_call_on_a_single_thread_contexts_loop_hands_the_loop_back() -> None:
+    # Upstream runs the context's calls one after another on its one thread,
+    # so there the nested call would wait for the outer one forever.
+    async def innermost() -> threading.Thread:
+        return await spawn_in_empty_context(here())
+
+    def middle() -> threading.Thread:
+        return async_to_sync(innermost, force_new_loop=True)()
+
+    async def outer() -> tuple[threading.Thread, threading.Thread]:
+        nested = await sync_to_async(middle)()
+        # A task without the caller's context finds the caller's thread
+        # through the loop, which the nested call has handed back.
+        after = await spawn_in_empty_context(here())
+        return nested, after
+
+    with AsyncSingleThreadContext():
+        nested, after = async_to_sync(outer)()
+    assert nested is after is threading.current_thread()

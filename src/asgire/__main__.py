@@ -126,10 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             command_parsers[args.command].error(
                 f"unrecognized arguments: {' '.join(unknown)}"
             )
-    except SystemExit as exc:  # --help, --version, or a usage error
-        if exc.code is None or isinstance(exc.code, int):
-            return exc.code or EXIT_OK
-        return EXIT_USAGE
+    except SystemExit as exc:  # argparse: 0 for --help and --version, 2 on errors
+        return EXIT_USAGE if exc.code else EXIT_OK
     if load_error is not None:
         module_name = COMMANDS[args.command][0]
         print(

@@ -163,13 +163,12 @@ class _DefaultLocal(Local):  # ty: ignore[subclass-of-final-class]
 
 
 def _peek(local: Local, key: str, default: Any = None) -> Any:
-    """``getattr(local, key, default)``, without raising and catching inside."""
-    if type(local) is _DefaultLocal:
-        snapshot = _STATE.get(None)
-        if snapshot is not None and snapshot[0] is _affinity.token:
-            return snapshot[1].get((local, key), default)
-        return default
-    return getattr(local, key, default)
+    """``getattr(local, key, default)`` for a default (not thread-critical)
+    ``Local``, without raising and catching inside."""
+    snapshot = _STATE.get(None)
+    if snapshot is not None and snapshot[0] is _affinity.token:
+        return snapshot[1].get((local, key), default)
+    return default
 
 
 _local_getattribute = threading.local.__getattribute__
