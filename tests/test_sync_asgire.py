@@ -346,3 +346,74 @@ def test_forked_child_inside_a_single_thread_context_gets_its_own_loop() -> None
             assert (second_loop, second_thread) == (first_loop, first_thread)
 
         assert run_forked(child) == ""
+
+
+@pytest.mark.asgire_only
+def test_threads_sharing_a_single_thread_context_may_start_its_loop_together() -> None:
+    barrier = threading.Barrier(2, timeout=10)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def which_loop() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def first_call(context: contextvars.Context) -> None:
+        barrier.wait()
+        loops.append(context.run(async_to_sync(which_loop)))
+
+    with AsyncSingleThreadContext():
+        threads = [
+            threading.Thread(target=first_call, args=(contextvars.copy_context(),))
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in threads)
+        assert len(loops) == 2
+        assert loops[0] is loops[1]
+
+
+@pytest.mark.asgire_only
+def test_calls_on_a_shared_loop_may_finish_out_of_order() -> None:
+    # Thread A's call starts first and finishes first, while thread B's call
+    # is still waiting on the same loop: tasks that lost their context must
+    # keep reaching B's thread, and none may reach A's finished one later.
+    here = sync_to_async(threading.current_thread)
+    b_started = threading.Event()
+    a_done = threading.Event()
+
+    def in_empty_context(coro: Any) -> asyncio.Future[Any]:
+        return contextvars.Context().run(asyncio.ensure_future, coro)
+
+    async def first() -> None:
+        second_thread.start()
+        while not b_started.is_set():  # noqa: ASYNC110  # a thread sets it
+            await asyncio.sleep(0.005)
+
+    async def second() -> threading.Thread:
+        b_started.set()
+        while not a_done.is_set():  # noqa: ASYNC110  # a thread sets it
+            await asyncio.sleep(0.005)
+        return await in_empty_context(here())
+
+    results: dict[str, threading.Thread] = {}
+
+    with AsyncSingleThreadContext():
+        copied = contextvars.copy_context()
+
+        def call_second() -> None:
+            results["ran on"] = copied.run(async_to_sync(second))
+            results["caller"] = threading.current_thread()
+
+        second_thread = threading.Thread(target=call_second)
+        async_to_sync(first)()
+        a_done.set()
+        second_thread.join(10)
+        assert results["ran on"] is results["caller"]
+
+        async def later() -> threading.Thread:
+            return await in_empty_context(here())
+
+        # With no other call waiting, the loop points at this call's thread.
+        assert async_to_sync(later)() is threading.current_thread()

@@ -73,7 +73,7 @@ _get_running_loop = asyncio._get_running_loop
 _MISSING: Any = object()
 # os.getpid() is a system call; this copy is refreshed after fork().
 _pid = os.getpid()
-if sys.version_info >= (3, 12):
+if sys.version_info >= (3, 12):  # pragma: no cover - coverage is measured on 3.11
     _running_loop = asyncio.get_running_loop
 else:
     # Here asyncio.get_running_loop() makes a getpid() system call every time
@@ -87,17 +87,17 @@ else:
 
     class _LastLoop(threading.local):
         # Weak, so that a finished loop is not kept alive by its thread.
-        ref: Callable[[], asyncio.BaseEventLoop | None] = staticmethod(_no_loop)
+        ref: Callable[[], asyncio.AbstractEventLoop | None] = staticmethod(_no_loop)
 
     _last_loop = _LastLoop()
 
     def _running_loop() -> asyncio.AbstractEventLoop:
         loop = _last_loop.ref()
-        if loop is not None and loop._thread_id == threading.get_ident():  # type: ignore[attr-defined]  # ty: ignore[unresolved-attribute]
-            return loop
+        # Other loop implementations (uvloop) have no _thread_id: never reused.
+        if getattr(loop, "_thread_id", None) == threading.get_ident():
+            return loop  # type: ignore[return-value]  # ty: ignore[invalid-return-type]
         running = asyncio.get_running_loop()
-        if isinstance(running, asyncio.BaseEventLoop):
-            _last_loop.ref = weakref.ref(running)
+        _last_loop.ref = weakref.ref(running)
         return running
 
 
@@ -890,6 +890,11 @@ class _LoopThreads:
 
 _loop_threads = _LoopThreads()
 
+# The executors of the sync threads waiting on each loop, oldest first;
+# AsyncToSync.loop_thread_executors holds the last one. Touched only by the
+# loop's own thread.
+_waiting_on_loop: dict[asyncio.AbstractEventLoop, list[CurrentThreadExecutor]] = {}
+
 
 class _SharedLoop:
     """The one event loop an ``AsyncSingleThreadContext`` runs every call in.
@@ -993,6 +998,8 @@ class AsyncSingleThreadContext:
     def __init__(self) -> None:
         self.token: contextvars.Token[AsyncSingleThreadContext] | None = None
         self._shared_loop: _SharedLoop | None = None
+        # Threads sharing the context may make its first call at once.
+        self._starting = threading.Lock()
 
     def __enter__(self) -> AsyncSingleThreadContext:
         if AsyncToSync.async_single_thread_context.get(None) is None:
@@ -1013,15 +1020,16 @@ class AsyncSingleThreadContext:
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         """The block's loop, started by its first ``async_to_sync`` call."""
-        shared = self._shared_loop
-        if shared is None or shared.pid != _pid:  # none yet, or the parent's
-            executor = AsyncToSync.context_to_thread_executor.get(self)
-            if executor is None:
-                executor = ThreadPoolExecutor(max_workers=1)
-                AsyncToSync.context_to_thread_executor[self] = executor
-            shared = self._shared_loop = _SharedLoop(executor, _affinity.token)
-            # A context dropped without exiting still closes its loop.
-            weakref.finalize(self, shared.stop)
+        with self._starting:
+            shared = self._shared_loop
+            if shared is None or shared.pid != _pid:  # none yet, or the parent's
+                executor = AsyncToSync.context_to_thread_executor.get(self)
+                if executor is None:
+                    executor = ThreadPoolExecutor(max_workers=1)
+                    AsyncToSync.context_to_thread_executor[self] = executor
+                shared = self._shared_loop = _SharedLoop(executor, _affinity.token)
+                # A context dropped without exiting still closes its loop.
+                weakref.finalize(self, shared.stop)
         return shared.loop
 
 
@@ -1041,30 +1049,30 @@ class _Outcome(Generic[_R]):
         self._on_done = on_done
         self._reported = False
         self._result: Any = None
-        self._failure: BaseException | None = None
+        # What result() raises until a report arrives: a task cancelled
+        # before it started (its loop was shutting down) never reports.
+        self._failure: BaseException | type[BaseException] | None = (
+            asyncio.CancelledError
+        )
 
     def set_result(self, result: _R) -> None:
-        self._result = result
-        self._done()
+        self._report(None, result)
 
     def set_exception(self, exception: BaseException) -> None:
-        self._failure = exception
-        self._done()
+        self._report(exception, None)
 
-    def _done(self) -> None:
+    def _report(self, failure: BaseException | None, result: Any) -> None:
         if self._reported:
-            return  # reported once already; the first report stands
+            return  # the first report stands
         self._reported = True
+        self._failure = failure
+        self._result = result
         if self._on_done is not None:
             self._on_done()
 
     def result(self) -> _R:
         """The coroutine's result, or raise what it raised."""
         __traceback_hide__ = True  # noqa: F841
-        if not self._reported:
-            # Its task was cancelled before it started: the loop it was
-            # scheduled on shut down first.
-            raise asyncio.CancelledError
         failure = self._failure
         if failure is None:
             return self._result
@@ -1171,16 +1179,21 @@ class AsyncToSync(Generic[_P, _R]):
         loop_threads = self.loop_thread_executors
 
         async def register_while_running() -> None:
+            # Calls on a shared loop need not finish in the order they
+            # started, so the loop's entry is the latest call still waiting.
             loop = asyncio.get_running_loop()
-            previous = loop_threads.get(loop)
+            waiting = _waiting_on_loop.setdefault(loop, [])
+            waiting.append(executor)
             loop_threads[loop] = executor
             try:
                 await awaitable
             finally:
-                if previous is None:
-                    del loop_threads[loop]
+                waiting.remove(executor)
+                if waiting:
+                    loop_threads[loop] = waiting[-1]
                 else:
-                    loop_threads[loop] = previous
+                    del _waiting_on_loop[loop]
+                    loop_threads.pop(loop, None)
 
         single = self.async_single_thread_context.get(None)
         finished: _Outcome[None] = _Outcome(executor._finish)
@@ -1380,7 +1393,7 @@ def _reset_after_fork() -> None:
     """Give the child process fresh threads: none of the parent's survived."""
     global _default_single_thread_executor, _pid
     _pid = os.getpid()
-    if sys.version_info < (3, 12):
+    if sys.version_info < (3, 12):  # pragma: no branch - measured on 3.11
         _last_loop.ref = _no_loop
     if SyncToAsync.single_thread_executor is _default_single_thread_executor:
         _default_single_thread_executor = ThreadPoolExecutor(max_workers=1)
@@ -1389,6 +1402,7 @@ def _reset_after_fork() -> None:
         if context._executor is None:
             SyncToAsync.context_to_thread_executor.pop(context, None)
     AsyncToSync.loop_thread_executors.clear()
+    _waiting_on_loop.clear()
     AsyncToSync.context_to_thread_executor.clear()
     _loop_threads.forget()
 
