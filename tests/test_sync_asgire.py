@@ -417,3 +417,38 @@ def test_calls_on_a_shared_loop_may_finish_out_of_order() -> None:
 
         # With no other call waiting, the loop points at this call's thread.
         assert async_to_sync(later)() is threading.current_thread()
+
+
+@pytest.mark.asgire_only
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
+async def test_async_to_sync_whose_task_is_cancelled_before_it_starts_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Upstream waits forever here: its caller only wakes up when the
+    # coroutine reports, and a task cancelled before its first step never does.
+    loop = asyncio.get_running_loop()
+    queued = threading.Event()
+    schedule = loop.call_soon_threadsafe
+
+    def watched(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        handle = schedule(callback, *args, **kwargs)
+        queued.set()
+        return handle
+
+    async def never_started() -> None:
+        raise AssertionError("the coroutine ran")
+
+    def sync_part() -> str:
+        with pytest.raises(asyncio.CancelledError):
+            async_to_sync(never_started)()
+        return "woken"
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", watched)
+    caller = asyncio.ensure_future(sync_to_async(sync_part, thread_sensitive=False)())
+    await asyncio.sleep(0)  # the call is handed to a worker thread
+    known = asyncio.all_tasks(loop)
+    # Hold the loop until the worker has asked it to start the task, then
+    # cancel that task in the same loop iteration it is created in.
+    assert queued.wait(10)
+    loop.call_soon(lambda: [task.cancel() for task in asyncio.all_tasks(loop) - known])
+    assert await caller == "woken"

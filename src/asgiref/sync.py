@@ -43,7 +43,6 @@ from typing import (
     NoReturn,
     ParamSpec,
     TypeVar,
-    cast,
     overload,
 )
 
@@ -138,18 +137,27 @@ else:
         return func
 
 
-_ASYNC_CODE_FLAGS = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+_COROUTINE = inspect.CO_COROUTINE
+_COROUTINE_OR_ASYNC_GENERATOR = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
-def _is_async_callable(func: Any) -> bool:
-    """Whether ``func`` or its ``__call__`` is a coroutine function."""
+def _is_async_callable(func: Any, code_flags: int = _COROUTINE) -> bool:
+    """Whether ``func`` or its ``__call__`` is a coroutine function (or, with
+    ``_COROUTINE_OR_ASYNC_GENERATOR``, an async generator function)."""
     if type(func) is FunctionType:
-        # The common case, without inspect's unwrapping machinery.
-        return bool(func.__code__.co_flags & inspect.CO_COROUTINE) or (
+        # The common case, from the code flags, without inspect's unwrapping.
+        return bool(func.__code__.co_flags & code_flags) or (
             getattr(func, _MARKER_NAME, None) is _MARKER_VALUE
         )
-    return iscoroutinefunction(func) or iscoroutinefunction(
-        getattr(func, "__call__", func)  # noqa: B004  # the method, not callability
+    return (
+        iscoroutinefunction(func)
+        or iscoroutinefunction(
+            getattr(func, "__call__", func)  # noqa: B004  # the method, not callability
+        )
+        or (
+            bool(code_flags & inspect.CO_ASYNC_GENERATOR)
+            and inspect.isasyncgenfunction(func)
+        )
     )
 
 
@@ -173,13 +181,11 @@ def _copy_metadata(wrapper: object, wrapped: object) -> bool:
         value = getattr(wrapped, name, _MISSING)
         if value is not _MISSING:
             namespace[name] = value
-    namespace["__wrapped__"] = wrapped
     extra = getattr(wrapped, "__dict__", None)
     if extra:
         namespace.update(extra)
-        namespace["__wrapped__"] = wrapped
-        return True
-    return False
+    namespace["__wrapped__"] = wrapped
+    return bool(extra)
 
 
 # -- Context variables ---------------------------------------------------------
@@ -345,20 +351,19 @@ class _SyncCall:
 
     def cancel(self) -> bool:
         """Stop the call from starting; False if a worker already took it."""
-        try:
-            self.unclaimed.pop()
-        except IndexError:
-            return False
-        self._report(False, asyncio.CancelledError())
-        return True
+        return self._fail_unless_started(asyncio.CancelledError())
 
     def set_exception(self, exception: BaseException) -> None:
         """A pool that broke before running the call reports it here."""
+        self._fail_unless_started(exception)
+
+    def _fail_unless_started(self, exception: BaseException) -> bool:
         try:
             self.unclaimed.pop()
         except IndexError:
-            return
+            return False  # a worker has it
         self._report(False, exception)
+        return True
 
     def run(self, *_: object) -> None:
         """Run the sync function on this (worker) thread."""
@@ -454,9 +459,8 @@ def _start(
     call: _SyncCall, executor: Executor | None, loop: asyncio.AbstractEventLoop
 ) -> None:
     """Hand ``call`` to ``executor`` (None: the loop's default executor)."""
-    kind = type(executor)
-    if kind is CurrentThreadExecutor:
-        cast("CurrentThreadExecutor", executor)._enqueue(call)
+    if type(executor) is CurrentThreadExecutor:
+        executor._enqueue(call)
         return
     if executor is None:
         default = getattr(loop, "_default_executor", None)
@@ -468,9 +472,7 @@ def _start(
             return
         loop.run_in_executor(None, call.run).add_done_callback(call.executor_done)
         return
-    if kind is ThreadPoolExecutor and _queue_on_pool(
-        cast("ThreadPoolExecutor", executor), call
-    ):
+    if type(executor) is ThreadPoolExecutor and _queue_on_pool(executor, call):
         return
     executor.submit(call.run).add_done_callback(call.executor_done)
 
@@ -655,17 +657,9 @@ class SyncToAsync(Generic[_P, _R]):
         executor: Executor | None = None,
         context: contextvars.Context | None = None,
     ) -> None:
-        if type(func) is FunctionType:  # the common case, checked cheaply
-            refused = bool(func.__code__.co_flags & _ASYNC_CODE_FLAGS) or (
-                getattr(func, _MARKER_NAME, None) is _MARKER_VALUE
-            )
-        else:
-            refused = (
-                not callable(func)
-                or _is_async_callable(func)
-                or inspect.isasyncgenfunction(func)
-            )
-        if refused:
+        if not callable(func) or _is_async_callable(
+            func, _COROUTINE_OR_ASYNC_GENERATOR
+        ):
             raise TypeError("sync_to_async can only be applied to sync functions.")
         if executor is not None:
             if thread_sensitive:
@@ -896,6 +890,41 @@ _loop_threads = _LoopThreads()
 _waiting_on_loop: dict[asyncio.AbstractEventLoop, list[CurrentThreadExecutor]] = {}
 
 
+async def _registered(
+    awaitable: Awaitable[None], executor: CurrentThreadExecutor
+) -> None:
+    """Await ``awaitable`` with ``executor`` registered as the thread waiting
+    on this loop (``AsyncToSync.loop_thread_executors``)."""
+    # Calls on a shared loop need not finish in the order they started, so
+    # the loop's entry is the latest call still waiting.
+    loop = asyncio.get_running_loop()
+    waiting = _waiting_on_loop.setdefault(loop, [])
+    waiting.append(executor)
+    AsyncToSync.loop_thread_executors[loop] = executor
+    try:
+        await awaitable
+    finally:
+        waiting.remove(executor)
+        if waiting:
+            AsyncToSync.loop_thread_executors[loop] = waiting[-1]
+        else:
+            del _waiting_on_loop[loop]
+            AsyncToSync.loop_thread_executors.pop(loop, None)
+
+
+def _start_task(
+    loop: asyncio.AbstractEventLoop,
+    awaitable: Coroutine[Any, Any, None],
+    outcome: _Outcome[Any],
+) -> None:
+    """Run ``awaitable`` (which reports into ``outcome``) as a task on
+    ``loop``, from a callback on that loop."""
+    task = loop.create_task(awaitable)
+    # A task cancelled before its first step (the loop is shutting down)
+    # never reports: report the cancellation for it.
+    task.add_done_callback(outcome.report_cancellation)
+
+
 class _SharedLoop:
     """The one event loop an ``AsyncSingleThreadContext`` runs every call in.
 
@@ -1061,7 +1090,13 @@ class _Outcome(Generic[_R]):
     def set_exception(self, exception: BaseException) -> None:
         self._report(exception, None)
 
-    def _report(self, failure: BaseException | None, result: Any) -> None:
+    def report_cancellation(self, _: object = None) -> None:
+        """Report that the coroutine was cancelled, unless it reported first."""
+        self._report(asyncio.CancelledError, None)
+
+    def _report(
+        self, failure: BaseException | type[BaseException] | None, result: Any
+    ) -> None:
         if self._reported:
             return  # the first report stands
         self._reported = True
@@ -1143,10 +1178,17 @@ class AsyncToSync(Generic[_P, _R]):
                 f"async_to_sync needs an async function, not {self.awaitable!r}"
             )
 
+        single = None
+        if main_loop is None:
+            single = self.async_single_thread_context.get(None)
+            if single is not None:
+                main_loop = single._loop()
         old_executor = _current_thread_executor()
         current_executor = CurrentThreadExecutor(old_executor)
+        # On a loop that is already running, the coroutine's report is what
+        # ends the wait; a fresh loop is waited for until it has closed.
         call_result: _Outcome[_R] = _Outcome(
-            current_executor._finish if main_loop is not None else None
+            None if main_loop is None else current_executor._finish
         )
         self.executors.current = current_executor
         context = [contextvars.copy_context()]
@@ -1160,79 +1202,46 @@ class AsyncToSync(Generic[_P, _R]):
             awaitable = self.main_wrap(
                 call_result, sys.exc_info(), task_context, context, target
             )
-            if main_loop is not None:
-                main_loop.call_soon_threadsafe(main_loop.create_task, awaitable)
-                current_executor._run_until_finished()
+            if main_loop is None:
+                self._run_in_fresh_loop(awaitable, current_executor, context[0])
             else:
-                self._run_in_own_loop(awaitable, current_executor, context[0])
+                if single is not None:
+                    awaitable = _registered(awaitable, current_executor)
+                main_loop.call_soon_threadsafe(
+                    _start_task, main_loop, awaitable, call_result
+                )
+                current_executor._run_until_finished()
         finally:
             _merge_context(context[0], baseline)
             self.executors.current = old_executor
         return call_result.result()
 
-    def _run_in_own_loop(
-        self,
+    @staticmethod
+    def _run_in_fresh_loop(
         awaitable: Coroutine[Any, Any, None],
         executor: CurrentThreadExecutor,
         context: contextvars.Context,
     ) -> None:
-        loop_threads = self.loop_thread_executors
-
-        async def register_while_running() -> None:
-            # Calls on a shared loop need not finish in the order they
-            # started, so the loop's entry is the latest call still waiting.
-            loop = asyncio.get_running_loop()
-            waiting = _waiting_on_loop.setdefault(loop, [])
-            waiting.append(executor)
-            loop_threads[loop] = executor
-            try:
-                await awaitable
-            finally:
-                waiting.remove(executor)
-                if waiting:
-                    loop_threads[loop] = waiting[-1]
-                else:
-                    del _waiting_on_loop[loop]
-                    loop_threads.pop(loop, None)
-
-        single = self.async_single_thread_context.get(None)
+        """Run ``awaitable`` in a new event loop on a loop thread, running the
+        work it sends back to this thread until that loop has closed."""
         finished: _Outcome[None] = _Outcome(executor._finish)
-        if single is not None:
-            loop = single._loop()
+        token = _affinity.token
 
-            async def run_and_report() -> None:
-                try:
-                    await register_while_running()
-                finally:
-                    # Here rather than in a done callback, which would run
-                    # one loop iteration later.
-                    finished.set_result(None)
+        def run_loop() -> None:
+            own_token = _affinity.token
+            _affinity.token = token
+            try:
+                # Started in the caller's context, the task needs no context
+                # variables copied into it one by one.
+                context.run(_run_in_fresh_loop, _registered(awaitable, executor))
+            except BaseException as exc:
+                finished.set_exception(exc)
+            else:
+                finished.set_result(None)
+            finally:
+                _affinity.token = own_token
 
-            def start() -> None:
-                task = loop.create_task(run_and_report())
-                # A task cancelled before it starts (the context is exiting)
-                # never runs its body: report it all the same.
-                task.add_done_callback(lambda _: finished.set_result(None))
-
-            loop.call_soon_threadsafe(start)
-        else:
-            token = _affinity.token
-
-            def run_loop() -> None:
-                own_token = _affinity.token
-                _affinity.token = token
-                try:
-                    # Started in the caller's context, the task needs no
-                    # context variables copied into it one by one.
-                    context.run(_run_in_fresh_loop, register_while_running())
-                except BaseException as exc:
-                    finished.set_exception(exc)
-                else:
-                    finished.set_result(None)
-                finally:
-                    _affinity.token = own_token
-
-            _loop_threads.run(run_loop)
+        _loop_threads.run(run_loop)
         executor._run_until_finished()
         finished.result()
 
