@@ -105,9 +105,8 @@ class Local:
         def __delattr__(self, key: str) -> None: ...
 
 
-def _refuse_reserved(key: str) -> None:
-    if key == "_data":
-        raise AttributeError("Cannot set attribute '_data' on Local")
+def _reserved(key: str) -> AttributeError:
+    return AttributeError(f"Cannot set attribute {key!r} on Local")
 
 
 def _missing(local: object, key: str) -> AttributeError:
@@ -138,7 +137,7 @@ class _DefaultLocal(Local):  # ty: ignore[subclass-of-final-class]
 
     def __setattr__(self, key: str, value: Any) -> None:
         if key == "_data":
-            _refuse_reserved(key)
+            raise _reserved(key)
         token = _affinity.token
         snapshot = _STATE.get(None)
         if snapshot is None or snapshot[0] is not token:
@@ -202,7 +201,8 @@ class _ThreadCriticalLocal(Local, threading.local):  # ty: ignore[subclass-of-fi
             raise _missing(self, key) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        _refuse_reserved(key)
+        if key == "_data":
+            raise _reserved(key)
         if _get_running_loop() is None:
             _local_setattr(self, key, value)
             return
