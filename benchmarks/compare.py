@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from asgire.bench import format_bytes, format_time
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "src" / "asgire" / "bench.py"
 UPSTREAM_VERSION = "3.13.0"
@@ -268,12 +270,8 @@ def _measure_workload(
         time.monotonic() < deadline and len(ratios) < pairs
     ):
         for side in orders[(first + len(ratios)) % 2]:
-            value = workers[side].ask(op="run", workload=name, units=units[side])
-            if workload["kind"] == "time":
-                value = value["value"] / (units[side] * workload["ops_per_unit"])
-            else:
-                value = value["value"]
-            samples[side].append(value)
+            reply = workers[side].ask(op="run", workload=name, units=units[side])
+            samples[side].append(reply["value"])
         ratios.append(samples["asgire"][-1] / samples["upstream"][-1])
     for side in SIDES:
         round_.values[side][name] = statistics.median(samples[side])
@@ -296,15 +294,7 @@ def _ratios(rounds: list[Round], target: Target) -> list[float]:
 def _format(value: float | None, kind: str) -> str:
     if value is None:
         return "n/a"
-    if kind == "memory":
-        for suffix, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-            if value >= scale:
-                return f"{value / scale:.3g} {suffix}"
-        return f"{value:.0f} B"
-    for suffix, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if value >= scale:
-            return f"{value / scale:.3g} {suffix}"
-    return f"{value / 1e-9:.3g} ns"
+    return format_bytes(value) if kind == "memory" else format_time(value)
 
 
 @dataclass
