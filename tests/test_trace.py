@@ -242,6 +242,21 @@ async def test_functions_are_named_through_partials_and_callable_objects() -> No
     ]
 
 
+async def test_a_method_made_to_cross_is_named_after_itself() -> None:
+    class Service:
+        @async_to_sync
+        async def lookup(self) -> str:
+            return "found"
+
+    with Recording() as recording:
+        # sync_to_async gets the bound method: a partial of AsyncToSync.__call__.
+        assert await sync_to_async(Service().lookup)() == "found"
+    assert [(c.kind, c.function) for c in recording.crossings] == [
+        ("async_to_sync", name(Service.lookup)),
+        ("sync_to_async", name(Service.lookup)),
+    ]
+
+
 async def test_an_overridden_thread_handler_still_gets_the_function() -> None:
     handed: list[Any] = []
 

@@ -268,7 +268,9 @@ class _Started:
 
 
 def _function_name(func: Any) -> str:
-    while isinstance(func, functools.partial):
+    # A partial carries a name only when it was given its function's metadata,
+    # as methods decorated with sync_to_async or async_to_sync are once bound.
+    while isinstance(func, functools.partial) and "__qualname__" not in vars(func):
         func = func.func
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
     if not isinstance(name, str):  # an instance with __call__
