@@ -226,7 +226,7 @@ class Worker:
 
 def measure_round(
     pythons: dict[Side, Path],
-    listing: dict[str, dict[str, Any]],
+    kinds: dict[str, str],
     names: list[str],
     seconds: float,
     number: int,
@@ -240,7 +240,7 @@ def measure_round(
         for index, name in enumerate(names):
             # Who goes first alternates by round, workload and batch pair.
             first = (number + index) % 2
-            _measure_workload(round_, workers, listing[name], name, seconds, first)
+            _measure_workload(round_, workers, name, kinds[name], seconds, first)
             print(".", end="", file=sys.stderr, flush=True)
         return round_
     finally:
@@ -251,8 +251,8 @@ def measure_round(
 def _measure_workload(
     round_: Round,
     workers: dict[Side, Worker],
-    workload: dict[str, Any],
     name: str,
+    kind: str,
     seconds: float,
     first: int,
 ) -> None:
@@ -265,7 +265,7 @@ def _measure_workload(
     samples: dict[Side, list[float]] = {side: [] for side in SIDES}
     ratios: list[float] = []
     # Peak memory is deterministic enough to need a single sample.
-    pairs = 1 if workload["kind"] == "memory" else 100
+    pairs = 1 if kind == "memory" else 100
     while len(ratios) < min(3, pairs) or (
         time.monotonic() < deadline and len(ratios) < pairs
     ):
@@ -470,6 +470,7 @@ def compare(args: argparse.Namespace) -> int:
                 f"unknown workloads: {', '.join(unknown)} (known: {', '.join(names)})"
             )
         names = [name for name in names if name in args.only]
+    kinds = {name: listing[name]["kind"] for name in names}
     minutes = args.rounds * len(names) * 2 * args.time_per_workload / 60
     print(
         f"{args.rounds} rounds x {len(names)} workloads x 2 sides x "
@@ -481,7 +482,7 @@ def compare(args: argparse.Namespace) -> int:
     for number in range(args.rounds):
         started = time.monotonic()
         print(f"round {number + 1}/{args.rounds} ", end="", file=sys.stderr)
-        round_ = measure_round(pythons, listing, names, args.time_per_workload, number)
+        round_ = measure_round(pythons, kinds, names, args.time_per_workload, number)
         print(f" {time.monotonic() - started:.0f} s", file=sys.stderr)
         provider = round_.environment["asgire"]["provider"]
         if number == 0 and provider != "asgire":
@@ -495,7 +496,6 @@ def compare(args: argparse.Namespace) -> int:
     if args.save:
         data = [dataclasses.asdict(r) for r in rounds]
         args.save.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    kinds = {name: listing[name]["kind"] for name in names}
     rows, all_met = summarise(rounds, names, kinds)
     command = " ".join(["uv run python benchmarks/compare.py", *sys.argv[1:]])
     print(describe(rounds, args.time_per_workload))
