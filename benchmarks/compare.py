@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from asgire.bench import format_bytes, format_time
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "src" / "asgire" / "bench.py"
 UPSTREAM_VERSION = "3.13.0"
@@ -224,7 +226,7 @@ class Worker:
 
 def measure_round(
     pythons: dict[Side, Path],
-    listing: dict[str, dict[str, Any]],
+    kinds: dict[str, str],
     names: list[str],
     seconds: float,
     number: int,
@@ -238,7 +240,7 @@ def measure_round(
         for index, name in enumerate(names):
             # Who goes first alternates by round, workload and batch pair.
             first = (number + index) % 2
-            _measure_workload(round_, workers, listing[name], name, seconds, first)
+            _measure_workload(round_, workers, name, kinds[name], seconds, first)
             print(".", end="", file=sys.stderr, flush=True)
         return round_
     finally:
@@ -249,8 +251,8 @@ def measure_round(
 def _measure_workload(
     round_: Round,
     workers: dict[Side, Worker],
-    workload: dict[str, Any],
     name: str,
+    kind: str,
     seconds: float,
     first: int,
 ) -> None:
@@ -263,17 +265,13 @@ def _measure_workload(
     samples: dict[Side, list[float]] = {side: [] for side in SIDES}
     ratios: list[float] = []
     # Peak memory is deterministic enough to need a single sample.
-    pairs = 1 if workload["kind"] == "memory" else 100
+    pairs = 1 if kind == "memory" else 100
     while len(ratios) < min(3, pairs) or (
         time.monotonic() < deadline and len(ratios) < pairs
     ):
         for side in orders[(first + len(ratios)) % 2]:
-            value = workers[side].ask(op="run", workload=name, units=units[side])
-            if workload["kind"] == "time":
-                value = value["value"] / (units[side] * workload["ops_per_unit"])
-            else:
-                value = value["value"]
-            samples[side].append(value)
+            reply = workers[side].ask(op="run", workload=name, units=units[side])
+            samples[side].append(reply["value"])
         ratios.append(samples["asgire"][-1] / samples["upstream"][-1])
     for side in SIDES:
         round_.values[side][name] = statistics.median(samples[side])
@@ -296,15 +294,7 @@ def _ratios(rounds: list[Round], target: Target) -> list[float]:
 def _format(value: float | None, kind: str) -> str:
     if value is None:
         return "n/a"
-    if kind == "memory":
-        for suffix, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-            if value >= scale:
-                return f"{value / scale:.3g} {suffix}"
-        return f"{value:.0f} B"
-    for suffix, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if value >= scale:
-            return f"{value / scale:.3g} {suffix}"
-    return f"{value / 1e-9:.3g} ns"
+    return format_bytes(value) if kind == "memory" else format_time(value)
 
 
 @dataclass
@@ -480,6 +470,7 @@ def compare(args: argparse.Namespace) -> int:
                 f"unknown workloads: {', '.join(unknown)} (known: {', '.join(names)})"
             )
         names = [name for name in names if name in args.only]
+    kinds = {name: listing[name]["kind"] for name in names}
     minutes = args.rounds * len(names) * 2 * args.time_per_workload / 60
     print(
         f"{args.rounds} rounds x {len(names)} workloads x 2 sides x "
@@ -491,7 +482,7 @@ def compare(args: argparse.Namespace) -> int:
     for number in range(args.rounds):
         started = time.monotonic()
         print(f"round {number + 1}/{args.rounds} ", end="", file=sys.stderr)
-        round_ = measure_round(pythons, listing, names, args.time_per_workload, number)
+        round_ = measure_round(pythons, kinds, names, args.time_per_workload, number)
         print(f" {time.monotonic() - started:.0f} s", file=sys.stderr)
         provider = round_.environment["asgire"]["provider"]
         if number == 0 and provider != "asgire":
@@ -505,7 +496,6 @@ def compare(args: argparse.Namespace) -> int:
     if args.save:
         data = [dataclasses.asdict(r) for r in rounds]
         args.save.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    kinds = {name: listing[name]["kind"] for name in names}
     rows, all_met = summarise(rounds, names, kinds)
     command = " ".join(["uv run python benchmarks/compare.py", *sys.argv[1:]])
     print(describe(rounds, args.time_per_workload))

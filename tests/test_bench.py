@@ -238,6 +238,31 @@ def test_serve_answers_calibrate_and_run_requests() -> None:
     assert failed == {"error": "KeyError: 'nope'"}
 
 
+def test_serve_replies_seconds_per_operation_and_peak_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def two_seconds_a_unit(units: int) -> float:
+        return 2.0 * units
+
+    def a_kilobyte_a_unit(units: int) -> float:
+        return 1000.0 * units
+
+    timed = bench.Workload("timed", "", two_seconds_a_unit, ops_per_unit=4)
+    memory = bench.Workload("memory", "", a_kilobyte_a_unit, kind="memory")
+    monkeypatch.setitem(bench.WORKLOADS, "timed", timed)
+    monkeypatch.setitem(bench.WORKLOADS, "memory", memory)
+    requests = io.StringIO(
+        '{"op": "run", "workload": "timed", "units": 5}\n'
+        '{"op": "run", "workload": "memory", "units": 3}\n'
+    )
+    replies = io.StringIO()
+    bench.serve(requests, replies)
+    _, per_op, peak = map(json.loads, replies.getvalue().splitlines())
+    # 5 units of 4 operations in 10 s.
+    assert per_op == {"value": 0.5}
+    assert peak == {"value": 3000.0}
+
+
 class _ForgetfulLocal:
     """A Local that loses what is stored in it."""
 

@@ -499,16 +499,13 @@ def test_ctrl_c_exits_130(
 def test_a_reader_that_went_away_ends_the_command_quietly(tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # gone before anything is written, as with `| head -0`
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")
-    }
     try:
         done = subprocess.run(
             [sys.executable, "-m", "asgire", "info"],
             stdout=write_end,
             stderr=subprocess.PIPE,
             cwd=tmp_path,
-            env=env,
+            env=_child_env(),
             text=True,
             timeout=120,
             check=False,
@@ -545,12 +542,23 @@ def _uv() -> str:
     return uv
 
 
-def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {
+def _child_env() -> dict[str, str]:
+    """This environment, minus what would point a child at another interpreter's
+    packages."""
+    return {
         k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")
     }
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+        argv,
+        cwd=cwd,
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 

@@ -78,6 +78,12 @@ class Holder:
         self.loop.call_soon_threadsafe(self.started.set)
         assert self.release.wait(timeout=10)
 
+    async def occupy(self) -> asyncio.Future[None]:
+        """Start holding the thread; returns the holding call, running."""
+        holder = asyncio.ensure_future(sync_to_async(self.hold_the_thread)())
+        await self.started.wait()
+        return holder
+
 
 @pytest.fixture(autouse=True)
 def hook_is_removed_afterwards() -> Any:
@@ -123,8 +129,7 @@ async def test_run_time_covers_the_function() -> None:
 async def test_queued_time_covers_the_wait_for_the_thread_sensitive_thread() -> None:
     holding = Holder()
     with Recording() as recording:
-        holder = asyncio.ensure_future(sync_to_async(holding.hold_the_thread)())
-        await holding.started.wait()
+        holder = await holding.occupy()
         waiter = asyncio.ensure_future(sync_to_async(double)(1))
         await asyncio.sleep(0)  # the waiter has now queued its call
         queued_from = time.perf_counter()
@@ -242,6 +247,21 @@ async def test_functions_are_named_through_partials_and_callable_objects() -> No
     ]
 
 
+async def test_a_method_made_to_cross_is_named_after_itself() -> None:
+    class Service:
+        @async_to_sync
+        async def lookup(self) -> str:
+            return "found"
+
+    with Recording() as recording:
+        # sync_to_async gets the bound method: a partial of AsyncToSync.__call__.
+        assert await sync_to_async(Service().lookup)() == "found"
+    assert [(c.kind, c.function) for c in recording.crossings] == [
+        ("async_to_sync", name(Service.lookup)),
+        ("sync_to_async", name(Service.lookup)),
+    ]
+
+
 async def test_an_overridden_thread_handler_still_gets_the_function() -> None:
     handed: list[Any] = []
 
@@ -291,8 +311,7 @@ async def test_tracing_keeps_context_variables_and_the_exception_being_handled()
 async def test_a_call_cancelled_before_it_started_is_not_recorded() -> None:
     holding = Holder()
     with Recording() as recording:
-        holder = asyncio.ensure_future(sync_to_async(holding.hold_the_thread)())
-        await holding.started.wait()
+        holder = await holding.occupy()
         waiter = asyncio.ensure_future(sync_to_async(double)(1))
         await asyncio.sleep(0)
         waiter.cancel()

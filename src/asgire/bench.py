@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,24 +152,20 @@ def _bare_hop_back(units: int) -> float:
     return asyncio.run(main())
 
 
-def _s2a_sensitive(units: int) -> float:
-    call = sync_to_async(_work)
-
+def _time_awaits(call: Callable[[], Awaitable[object]], units: int) -> float:
     async def body(n: int) -> None:
         for _ in range(n):
             await call()
 
     return _run_timed_in_loop(body, units)
+
+
+def _s2a_sensitive(units: int) -> float:
+    return _time_awaits(sync_to_async(_work), units)
 
 
 def _s2a_non_sensitive(units: int) -> float:
-    call = sync_to_async(_work, thread_sensitive=False)
-
-    async def body(n: int) -> None:
-        for _ in range(n):
-            await call()
-
-    return _run_timed_in_loop(body, units)
+    return _time_awaits(sync_to_async(_work, thread_sensitive=False), units)
 
 
 def _s2a_inline(units: int) -> float:
@@ -193,33 +189,26 @@ def _s2a_gather(units: int) -> float:
     return _run_timed_in_loop(body, units)
 
 
-def _a2s_from_thread(units: int) -> float:
-    call = async_to_sync(_async_work)
+def _time_calls(call: Callable[[], object], units: int) -> float:
     start = _clock()
     for _ in range(units):
         call()
     return _clock() - start
 
 
+def _a2s_from_thread(units: int) -> float:
+    return _time_calls(async_to_sync(_async_work), units)
+
+
 def _a2s_in_single_thread_context(units: int) -> float:
     call = async_to_sync(_async_work)
     with AsyncSingleThreadContext():
-        start = _clock()
-        for _ in range(units):
-            call()
-        return _clock() - start
+        return _time_calls(call, units)
 
 
 def _a2s_to_outer_loop(units: int) -> float:
-    def hop_back(n: int) -> float:
-        call = async_to_sync(_async_work)
-        start = _clock()
-        for _ in range(n):
-            call()
-        return _clock() - start
-
     async def main() -> float:
-        return await sync_to_async(hop_back)(units)
+        return await sync_to_async(_a2s_from_thread)(units)
 
     return asyncio.run(main())
 
@@ -232,11 +221,7 @@ def _django_sandwich(units: int) -> float:
     async def view() -> int:
         return await query()
 
-    call = async_to_sync(view)
-    start = _clock()
-    for _ in range(units):
-        call()
-    return _clock() - start
+    return _time_calls(async_to_sync(view), units)
 
 
 # Local accesses are cheap enough that loop overhead would show, so each
@@ -483,6 +468,14 @@ def calibrate(workload: Workload, batch_seconds: float, deadline: float) -> int:
         units = max(units + 1, math.ceil(units * min(growth, 100.0)))
 
 
+def _batch(workload: Workload, units: int) -> float:
+    """Run one batch: seconds per operation, or peak bytes for memory."""
+    value = workload.run(units)
+    if workload.kind == "memory":
+        return value
+    return value / (units * workload.ops_per_unit)
+
+
 def measure(workload: Workload, seconds: float) -> dict[str, Any]:
     """Measure one workload within about ``seconds`` of wall time.
 
@@ -497,8 +490,7 @@ def measure(workload: Workload, seconds: float) -> dict[str, Any]:
     units = calibrate(workload, seconds / 10, deadline)
     per_op: list[float] = []
     while len(per_op) < 3 or (_clock() < deadline and len(per_op) < 100):
-        elapsed = workload.run(units)
-        per_op.append(elapsed / (units * workload.ops_per_unit))
+        per_op.append(_batch(workload, units))
     return {
         "unit": "s/op",
         "value": statistics.median(per_op),
@@ -517,8 +509,9 @@ def serve(requests: TextIO, replies: TextIO) -> None:
         {"op": "calibrate", "workload": NAME, "seconds": S} -> {"units": N}
         {"op": "run", "workload": NAME, "units": N}         -> {"value": X}
 
-    ``X`` is the batch's seconds for a timed workload and the peak bytes for
-    the memory workload. A failure is replied as ``{"error": "..."}``.
+    ``X`` is the batch's seconds per operation for a timed workload and the
+    peak bytes for the memory workload. A failure is replied as
+    ``{"error": "..."}``.
     """
 
     def reply(message: dict[str, Any]) -> None:
@@ -537,7 +530,7 @@ def _answer(line: str) -> dict[str, Any]:
         if request["op"] == "calibrate":
             seconds = float(request["seconds"])
             return {"units": calibrate(workload, seconds, _clock() + 20 * seconds)}
-        return {"value": workload.run(int(request["units"]))}
+        return {"value": _batch(workload, int(request["units"]))}
     except Exception as exc:  # the driver reports it with the workload's name
         return {"error": f"{type(exc).__name__}: {exc}"}
 

@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any, Literal, TextIO, cast
 
@@ -209,25 +209,16 @@ def _hook(kind: str, func: Any, target: Any, thread_sensitive: bool | None) -> A
     return functools.partial(started.timed_call, target)
 
 
+@dataclass(slots=True)
 class _Started:
     """A crossing from its call until it finishes and is added."""
 
-    __slots__ = ("call_site", "called", "function", "kind", "recordings", "sensitive")
-
-    def __init__(
-        self,
-        recordings: tuple[Recording, ...],
-        kind: Kind,
-        function: str,
-        call_site: str,
-        thread_sensitive: bool | None,
-    ) -> None:
-        self.recordings = recordings
-        self.kind = kind
-        self.function = function
-        self.call_site = call_site
-        self.sensitive = thread_sensitive
-        self.called = _clock()
+    recordings: tuple[Recording, ...]
+    kind: Kind
+    function: str
+    call_site: str
+    thread_sensitive: bool | None
+    called: float = field(default_factory=_clock)
 
     def timed_call(
         self, target: Callable[..., Any], /, *args: Any, **kwargs: Any
@@ -258,7 +249,7 @@ class _Started:
             self.kind,
             self.function,
             self.call_site,
-            self.sensitive,
+            self.thread_sensitive,
             started - self.called,
             _clock() - started,
             raised,
@@ -268,7 +259,9 @@ class _Started:
 
 
 def _function_name(func: Any) -> str:
-    while isinstance(func, functools.partial):
+    # A partial carries a name only when it was given its function's metadata,
+    # as methods decorated with sync_to_async or async_to_sync are once bound.
+    while isinstance(func, functools.partial) and "__qualname__" not in vars(func):
         func = func.func
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
     if not isinstance(name, str):  # an instance with __call__
