@@ -98,13 +98,16 @@ class timeout:
         if self._cancel_handler is not None:
             self._cancel_handler.cancel()
             self._cancel_handler = None
-        if exc_type is asyncio.CancelledError and self._cancelled:
-            if sys.version_info >= (3, 11):  # pragma: no branch
-                # Withdraw our own cancellation request so the task is not left
-                # "cancelling"; if someone else's remains, let it propagate.
-                assert task is not None
-                if task.uncancel() > self._cancelling:
-                    return
+        if not self._cancelled:
+            return
+        if sys.version_info >= (3, 11):  # pragma: no branch
+            # Withdraw our own cancellation request, even when the block
+            # swallowed it, so the task is not left "cancelling"; if someone
+            # else's remains, let it propagate.
+            assert task is not None
+            if task.uncancel() > self._cancelling:
+                return
+        if exc_type is asyncio.CancelledError:
             raise TimeoutError
 
     def _cancel_task(self) -> None:
