@@ -36,6 +36,13 @@ async def crash_on_input(scope: Any, receive: Any, send: Any) -> None:
     raise Boom("application crashed")
 
 
+async def crash_when_cancelled(scope: Any, receive: Any, send: Any) -> None:
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        raise Boom("raised while being cancelled") from None
+
+
 # Lifecycle
 
 
@@ -168,13 +175,7 @@ async def test_receive_output_reraises_an_earlier_crash_at_once() -> None:
 
 
 async def test_receive_output_reports_what_the_cancelled_application_raised() -> None:
-    async def application(scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            raise Boom("raised while being cancelled") from None
-
-    communicator = ApplicationCommunicator(application, {})
+    communicator = ApplicationCommunicator(crash_when_cancelled, {})
     with pytest.raises(Boom, match="while being cancelled"):
         await communicator.receive_output(timeout=0.01)
 
@@ -279,14 +280,8 @@ async def test_wait_timeout_cancels_the_application_quietly() -> None:
 
 
 async def test_wait_timeout_reports_what_the_cancelled_application_raised() -> None:
-    async def application(scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            raise Boom("raised while being cancelled") from None
-
-    communicator = ApplicationCommunicator(application, {})
-    with pytest.raises(Boom):
+    communicator = ApplicationCommunicator(crash_when_cancelled, {})
+    with pytest.raises(Boom, match="while being cancelled"):
         await communicator.wait(timeout=0.01)
 
 
