@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import warnings
 
@@ -201,6 +202,21 @@ if sys.version_info >= (3, 11):  # Task.cancelling() is new in 3.11
         with pytest.raises(TimeoutError):
             await wait_forever_within(make(0.01))
         assert task.cancelling() == 0
+
+    @pytest.mark.asgire_only
+    async def test_swallowed_expiry_leaves_the_task_not_cancelling() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        cm = make(0.01)
+        try:
+            async with cm:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await forever()
+            assert cm.expired is True
+            assert task.cancelling() == 0
+        finally:
+            while task.cancelling():
+                task.uncancel()
 
     @pytest.mark.asgire_only
     async def test_cancellation_racing_the_deadline_wins() -> None:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import inspect
 import sys
-import typing
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, Union, get_args, get_origin
 
 import pytest
 
 if sys.version_info >= (3, 11):
-    from typing import get_type_hints
-else:  # 3.10's own does not understand typing_extensions.NotRequired
-    from typing_extensions import get_type_hints
+    from typing import get_type_hints, is_typeddict
+else:  # 3.10's own do not understand typing_extensions' TypedDict
+    from typing_extensions import get_type_hints, is_typeddict
 
 import asgiref.typing as asgi_typing
 from asgiref.typing import (
@@ -130,7 +129,7 @@ def test_all_lists_the_public_names() -> None:
 def test_typed_dict_keys(name: str) -> None:
     type_value, required, optional = {**EVENTS, **SCOPES}[name]
     typed_dict = getattr(asgi_typing, name)
-    assert typing.is_typeddict(typed_dict) or hasattr(typed_dict, "__required_keys__")
+    assert is_typeddict(typed_dict)
     assert typed_dict.__required_keys__ == frozenset(required | {"type"})
     assert typed_dict.__optional_keys__ == frozenset(optional)
     type_hint = get_type_hints(typed_dict)["type"]

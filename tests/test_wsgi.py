@@ -190,7 +190,7 @@ async def test_minimal_scope_uses_defaults() -> None:
 
 def build_environ(scope: dict[str, Any], limit: int | None = 100) -> Environ:
     adapter = WsgiToAsgiInstance(Recorder(), limit)
-    adapter.scope = scope
+    adapter.scope = scope  # asgiref reads the headers from here, not the argument
     return adapter.build_environ(scope, None)
 
 

@@ -3,59 +3,13 @@
 import asyncio
 import contextlib
 import contextvars
-import sys
 import time
-from types import TracebackType
 from typing import Any
 
 from .compatibility import guarantee_single_callable
+from .timeout import _Deadline
 
 __all__ = ["ApplicationCommunicator"]
-
-
-class _Deadline:
-    """``async with _Deadline(seconds)``: ``asyncio.timeout`` that also runs on 3.10.
-
-    When time is up the current task is cancelled, and that cancellation
-    leaves the block as the built-in ``TimeoutError``. On Python 3.11+ the
-    task's ``cancelling()`` count is restored on the way out, and a
-    cancellation from anyone else that raced the deadline passes through
-    (3.10 cannot tell the two apart).
-    """
-
-    __slots__ = ("_cancelling", "_delay", "_expired", "_handle", "_task")
-
-    def __init__(self, delay: float) -> None:
-        self._delay = delay
-        self._expired = False
-        self._cancelling = 0
-
-    async def __aenter__(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None, "awaited code always runs inside a task"
-        self._task = task
-        if sys.version_info >= (3, 11):  # pragma: no branch
-            self._cancelling = task.cancelling()
-        self._handle = asyncio.get_running_loop().call_later(self._delay, self._expire)
-
-    def _expire(self) -> None:
-        self._expired = True
-        self._task.cancel()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._handle.cancel()
-        if not self._expired:
-            return
-        if sys.version_info >= (3, 11):  # pragma: no branch
-            if self._task.uncancel() > self._cancelling:
-                return  # also cancelled from elsewhere: that cancellation wins
-        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-            raise TimeoutError
 
 
 class ApplicationCommunicator:
@@ -103,12 +57,12 @@ class ApplicationCommunicator:
             )
         return self._future
 
-    async def wait(self, timeout: float = 1) -> None:
+    async def wait(self, timeout: float | None = 1) -> None:
         """Wait up to ``timeout`` seconds for the application to finish by itself.
 
-        The application's exception, if it raised one, is re-raised. If it is
-        still running when the time is up, it is cancelled (and its own
-        cancellation is not reported).
+        ``timeout=None`` waits without a limit. The application's exception, if
+        it raised one, is re-raised. If it is still running when the time is
+        up, it is cancelled (and its own cancellation is not reported).
         """
         # Cancelling this task while it awaits the application's task cancels
         # the application too, so on timeout there is nothing left to stop.
@@ -138,12 +92,13 @@ class ApplicationCommunicator:
             self.future.result()
         await self.input_queue.put(message)
 
-    async def receive_output(self, timeout: float = 1) -> Any:
+    async def receive_output(self, timeout: float | None = 1) -> Any:
         """Return the next message the application sends, waiting up to ``timeout``.
 
-        On timeout, if the application has died its exception is raised;
-        otherwise it is cancelled and ``TimeoutError`` is raised. Either way
-        the calling task's cancellation state is left as it was.
+        ``timeout=None`` waits without a limit. On timeout, if the application
+        has died its exception is raised; otherwise it is cancelled and
+        ``TimeoutError`` is raised. Either way the calling task's cancellation
+        state is left as it was.
         """
         future = self.future
         if future.done():

@@ -4,46 +4,29 @@ import asyncio
 import sys
 import warnings
 from types import TracebackType
+from typing import TypeVar
 
 __all__ = ["timeout"]
 
+_Self = TypeVar("_Self", bound="_Deadline")
 
-class timeout:
-    """Cancel the enclosed block after ``timeout`` seconds and raise ``TimeoutError``.
 
-    Usable as ``with timeout(...)`` or ``async with timeout(...)`` inside a
-    running task; ``timeout=None`` disables the deadline. Once the block has
-    run, ``expired`` tells whether the deadline cut it short and
-    ``remaining`` how many seconds were left (``None`` without a deadline).
-
-    Deprecated: use ``asyncio.timeout()`` (Python 3.11+) instead.
-    """
+class _Deadline:
+    """`timeout` without its deprecation warnings, for asgiref's own use
+    (``asyncio.timeout`` is missing on Python 3.10)."""
 
     def __init__(
-        self, timeout: float | None, *, loop: asyncio.AbstractEventLoop | None = None
+        self, timeout: float | None, loop: asyncio.AbstractEventLoop | None = None
     ) -> None:
-        warnings.warn(
-            "asgiref.timeout.timeout is deprecated. Use asyncio.timeout() instead.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        if loop is None:
-            loop = asyncio.get_running_loop()
-        else:
-            warnings.warn(
-                "The loop argument to timeout() is deprecated.",
-                DeprecationWarning,
-                stacklevel=2,
-            )
         self._timeout = timeout
-        self._loop = loop
+        self._loop = asyncio.get_running_loop() if loop is None else loop
         self._task: asyncio.Task[object] | None = None
         self._cancelled = False
         self._cancel_handler: asyncio.Handle | None = None
         self._cancel_at: float | None = None
         self._cancelling = 0  # the task's pending cancellations on entry (3.11+)
 
-    def __enter__(self) -> "timeout":
+    def __enter__(self: _Self) -> _Self:
         return self._do_enter()
 
     def __exit__(
@@ -54,7 +37,7 @@ class timeout:
     ) -> None:
         self._do_exit(exc_type)
 
-    async def __aenter__(self) -> "timeout":
+    async def __aenter__(self: _Self) -> _Self:
         return self._do_enter()
 
     async def __aexit__(
@@ -77,7 +60,7 @@ class timeout:
             return None
         return max(self._cancel_at - self._loop.time(), 0.0)
 
-    def _do_enter(self) -> "timeout":
+    def _do_enter(self: _Self) -> _Self:
         if self._timeout is None:
             return self
         self._task = asyncio.current_task(self._loop)
@@ -98,16 +81,47 @@ class timeout:
         if self._cancel_handler is not None:
             self._cancel_handler.cancel()
             self._cancel_handler = None
-        if exc_type is asyncio.CancelledError and self._cancelled:
-            if sys.version_info >= (3, 11):  # pragma: no branch
-                # Withdraw our own cancellation request so the task is not left
-                # "cancelling"; if someone else's remains, let it propagate.
-                assert task is not None
-                if task.uncancel() > self._cancelling:
-                    return
+        if not self._cancelled:
+            return
+        if sys.version_info >= (3, 11):  # pragma: no branch
+            # Withdraw our own cancellation request, even when the block
+            # swallowed it, so the task is not left "cancelling"; if someone
+            # else's remains, let it propagate.
+            assert task is not None
+            if task.uncancel() > self._cancelling:
+                return
+        if exc_type is asyncio.CancelledError:
             raise TimeoutError
 
     def _cancel_task(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._cancelled = True
+
+
+class timeout(_Deadline):
+    """Cancel the enclosed block after ``timeout`` seconds and raise ``TimeoutError``.
+
+    Usable as ``with timeout(...)`` or ``async with timeout(...)`` inside a
+    running task; ``timeout=None`` disables the deadline. Once the block has
+    run, ``expired`` tells whether the deadline cut it short and
+    ``remaining`` how many seconds were left (``None`` without a deadline).
+
+    Deprecated: use ``asyncio.timeout()`` (Python 3.11+) instead.
+    """
+
+    def __init__(
+        self, timeout: float | None, *, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        warnings.warn(
+            "asgiref.timeout.timeout is deprecated. Use asyncio.timeout() instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if loop is not None:
+            warnings.warn(
+                "The loop argument to timeout() is deprecated.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        super().__init__(timeout, loop)

@@ -446,6 +446,17 @@ def test_huge_response_body_is_streamed(figures: Any) -> None:
     assert peak < MEMORY_LIMIT
 
 
+def traced_exchange(app: Any, headers: list[Any]) -> tuple[Exchange, int]:
+    """One bodiless request with ``headers`` through ``WsgiToAsgi(app)``, and
+    the traced memory peak while it ran."""
+    request = Request([{"type": "http.request"}], well_formed=True)
+    results: list[Exchange] = []
+    peak = traced_peak(
+        lambda: results.append(exchange(WsgiToAsgi(app), plain_scope(headers), request))
+    )
+    return results[0], peak
+
+
 FLOOD_HEADERS = 20_000
 # Linear, with room: the environ itself needs about 270 bytes a header.
 FLOOD_BYTES_PER_HEADER = 512
@@ -463,14 +474,8 @@ def test_flood_of_distinct_headers_uses_memory_in_proportion(figures: Any) -> No
         start_response("200 OK", [])
         return [b""]
 
-    result: list[Exchange] = []
-    request = Request([{"type": "http.request"}], well_formed=True)
-    peak = traced_peak(
-        lambda: result.append(
-            exchange(WsgiToAsgi(count_headers), plain_scope(headers), request)
-        )
-    )
-    assert result[0].error is None
+    result, peak = traced_exchange(count_headers, headers)
+    assert result.error is None
     assert seen == [FLOOD_HEADERS]
     figures.record(
         "wsgi: distinct header flood", headers=FLOOD_HEADERS, traced_peak_bytes=peak
@@ -488,14 +493,8 @@ def test_flood_of_one_repeated_header_is_refused_cheaply(figures: Any) -> None:
         start_response("200 OK", [])
         return [b""]
 
-    result: list[Exchange] = []
-    request = Request([{"type": "http.request"}], well_formed=True)
-    peak = traced_peak(
-        lambda: result.append(
-            exchange(WsgiToAsgi(never), plain_scope(headers), request)
-        )
-    )
-    status, _ = response_of(result[0].sent)
+    result, peak = traced_exchange(never, headers)
+    status, _ = response_of(result.sent)
     assert status == 400
     assert called == []
     figures.record(
