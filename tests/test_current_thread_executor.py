@@ -12,6 +12,19 @@ import pytest
 from asgiref.current_thread_executor import CurrentThreadExecutor
 
 
+def finished_future() -> Future[None]:
+    done: Future[None] = Future()
+    done.set_result(None)
+    return done
+
+
+def serve_until_done(executor: CurrentThreadExecutor, work: Future[Any]) -> None:
+    """Run the work queued on ``executor`` in this thread until ``work`` is done."""
+    done: Future[None] = Future()
+    work.add_done_callback(lambda _: done.set_result(None))
+    executor.run_until_future(done)
+
+
 def test_is_a_concurrent_futures_executor() -> None:
     assert isinstance(CurrentThreadExecutor(None), Executor)
 
@@ -25,16 +38,11 @@ def test_work_submitted_from_another_thread_runs_in_the_creating_thread(
     in_new_thread: Callable[..., Any],
 ) -> None:
     executor = CurrentThreadExecutor(None)
-    done: Future[None] = Future()
-
-    def submit_work() -> Future[tuple[int, int]]:
-        work = executor.submit(lambda a, b=0: (threading.get_ident(), a + b), 2, b=3)
-        work.add_done_callback(lambda _: done.set_result(None))
-        return work
-
-    work = in_new_thread(submit_work)
+    work = in_new_thread(
+        lambda: executor.submit(lambda a, b=0: (threading.get_ident(), a + b), 2, b=3)
+    )
     assert not work.done()
-    executor.run_until_future(done)
+    serve_until_done(executor, work)
     assert work.result(timeout=0) == (threading.get_ident(), 5)
 
 
@@ -63,9 +71,7 @@ def test_work_queued_before_the_future_finished_still_runs(
 ) -> None:
     executor = CurrentThreadExecutor(None)
     work = in_new_thread(lambda: executor.submit(threading.get_ident))
-    already_done: Future[None] = Future()
-    already_done.set_result(None)
-    executor.run_until_future(already_done)
+    executor.run_until_future(finished_future())
     assert work.result(timeout=0) == threading.get_ident()
 
 
@@ -79,9 +85,7 @@ def test_exceptions_raised_by_work_are_set_on_its_future(
         raise error
 
     work = in_new_thread(lambda: executor.submit(fail))
-    finished: Future[None] = Future()
-    work.add_done_callback(lambda _: finished.set_result(None))
-    executor.run_until_future(finished)
+    serve_until_done(executor, work)
     assert work.exception(timeout=0) is error
 
 
@@ -93,9 +97,7 @@ def test_work_cancelled_before_it_runs_is_skipped(
     skipped = in_new_thread(lambda: executor.submit(calls.append, "skipped"))
     assert skipped.cancel()
     kept = in_new_thread(lambda: executor.submit(calls.append, "kept"))
-    finished: Future[None] = Future()
-    kept.add_done_callback(lambda _: finished.set_result(None))
-    executor.run_until_future(finished)
+    serve_until_done(executor, kept)
     assert calls == ["kept"]
     assert skipped.cancelled()
 
@@ -124,9 +126,7 @@ def test_submitting_after_it_finished_without_a_fallback_is_refused(
     in_new_thread: Callable[..., Any],
 ) -> None:
     executor = CurrentThreadExecutor(None)
-    done: Future[None] = Future()
-    done.set_result(None)
-    executor.run_until_future(done)
+    executor.run_until_future(finished_future())
     with pytest.raises(
         RuntimeError, match=r"^CurrentThreadExecutor already quit or is broken$"
     ):
@@ -138,14 +138,10 @@ def test_finished_executor_hands_work_to_the_executor_it_was_stacked_on(
 ) -> None:
     outer = CurrentThreadExecutor(None)
     inner = CurrentThreadExecutor(outer)
-    inner_done: Future[None] = Future()
-    inner_done.set_result(None)
-    inner.run_until_future(inner_done)
+    inner.run_until_future(finished_future())
 
     work = in_new_thread(lambda: inner.submit(threading.get_ident))
-    outer_done: Future[None] = Future()
-    work.add_done_callback(lambda _: outer_done.set_result(None))
-    outer.run_until_future(outer_done)
+    serve_until_done(outer, work)
     assert work.result(timeout=0) == threading.get_ident()
 
 
@@ -155,15 +151,11 @@ def test_fallback_walks_the_whole_stack_and_refuses_when_all_have_finished(
     bottom = CurrentThreadExecutor(None)
     middle = CurrentThreadExecutor(bottom)
     top = CurrentThreadExecutor(middle)
-    done: Future[None] = Future()
-    done.set_result(None)
-    top.run_until_future(done)
-    middle.run_until_future(done)
+    top.run_until_future(finished_future())
+    middle.run_until_future(finished_future())
 
     work = in_new_thread(lambda: top.submit(lambda: "reached bottom"))
-    bottom_done: Future[None] = Future()
-    work.add_done_callback(lambda _: bottom_done.set_result(None))
-    bottom.run_until_future(bottom_done)
+    serve_until_done(bottom, work)
     assert work.result(timeout=0) == "reached bottom"
 
     with pytest.raises(RuntimeError, match="already quit or is broken"):

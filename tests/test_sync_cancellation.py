@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,13 +64,17 @@ class Scenario:
 
 
 async def cancel_while_inner_runs(
-    scenario: Scenario, thread_sensitive: bool = True
+    scenario: Scenario,
+    thread_sensitive: bool = True,
+    *,
+    call: Callable[[], Awaitable[Any]] | None = None,
 ) -> asyncio.Future[Any]:
-    """Start the scenario, cancel it once the inner coroutine runs, and check
-    the task keeps waiting for the sync function before letting it finish."""
-    task = asyncio.ensure_future(
-        sync_to_async(scenario.sync_function, thread_sensitive=thread_sensitive)()
-    )
+    """Start the scenario (through ``call``, if given), cancel it once the
+    inner coroutine runs, and check the task keeps waiting for the sync
+    function before letting it finish."""
+    if call is None:
+        call = sync_to_async(scenario.sync_function, thread_sensitive=thread_sensitive)
+    task = asyncio.ensure_future(call())
     await scenario.inner_started.wait()
     task.cancel()
     try:
@@ -151,18 +155,8 @@ async def test_cancellation_inside_a_thread_sensitive_context() -> None:
         async with ThreadSensitiveContext():
             return await sync_to_async(scenario.sync_function)()
 
-    task = asyncio.ensure_future(in_context())
-    await scenario.inner_started.wait()
-    task.cancel()
-    try:
-        await asyncio.wait_for(scenario.sync_holding.wait(), timeout=10)
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert not task.done()
-    finally:
-        scenario.proceed.set()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    task = await cancel_while_inner_runs(scenario, call=in_context)
+    assert task.cancelled()
     assert scenario.events == ["inner cancelled", "sync function returned"]
 
 

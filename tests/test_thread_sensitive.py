@@ -7,7 +7,7 @@ import contextvars
 import inspect
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -697,37 +697,35 @@ async def test_reentering_a_context_with_an_executor_is_refused(
     assert await here() in single_thread_executor_threads()
 
 
-async def test_tasks_outliving_a_context_with_an_executor_cannot_call_sync_code(
-    executor: ThreadPoolExecutor,
-) -> None:
+async def call_after_the_context_exits(
+    executor: ThreadPoolExecutor, call: Callable[[], Awaitable[threading.Thread]]
+) -> threading.Thread:
+    """Await ``call()`` in a task started inside a context with ``executor``
+    that is still running once the context has exited."""
     proceed = asyncio.Event()
 
     async def late() -> threading.Thread:
         await proceed.wait()
-        return await here()
+        return await call()
 
     async with ThreadSensitiveContext(executor=executor):
         straggler = asyncio.ensure_future(late())
         await asyncio.sleep(0)
     proceed.set()
+    return await straggler
+
+
+async def test_tasks_outliving_a_context_with_an_executor_cannot_call_sync_code(
+    executor: ThreadPoolExecutor,
+) -> None:
     with pytest.raises(RuntimeError, match=OUTLIVED):
-        await straggler
+        await call_after_the_context_exits(executor, here)
 
 
 async def test_outliving_tasks_may_still_make_non_sensitive_calls(
     executor: ThreadPoolExecutor,
 ) -> None:
-    proceed = asyncio.Event()
-
-    async def late() -> threading.Thread:
-        await proceed.wait()
-        return await anywhere()
-
-    async with ThreadSensitiveContext(executor=executor):
-        straggler = asyncio.ensure_future(late())
-        await asyncio.sleep(0)
-    proceed.set()
-    assert not in_supplied(await straggler)
+    assert not in_supplied(await call_after_the_context_exits(executor, anywhere))
 
 
 def test_supplied_executor_outranks_a_waiting_sync_frame(
