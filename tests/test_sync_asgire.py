@@ -154,8 +154,9 @@ def test_idle_loop_thread_handed_a_job_as_it_times_out_runs_the_job() -> None:
     cache.idle_timeout = 0  # each wait for the next job times out at once
     ran: list[threading.Thread] = []
 
-    def job() -> None:
+    def job() -> Callable[[], None]:
         ran.append(threading.current_thread())
+        return lambda: None
 
     class HandOverOnRecheck:
         """The cache's lock; when the idle thread comes back for it after

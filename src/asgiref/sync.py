@@ -834,6 +834,9 @@ _BASE_THREAD_HANDLER = SyncToAsync.thread_handler
 # -- async_to_sync ----------------------------------------------------------------
 
 
+_Job = Callable[[], Callable[[], object]]
+
+
 class _LoopThreads:
     """Idle threads kept for running ``async_to_sync``'s event loops.
 
@@ -841,16 +844,20 @@ class _LoopThreads:
     whose loop has finished waits a while for the next one. The cache is
     unbounded on purpose: a loop thread may be needed while others are busy
     (nested calls), and making it wait could deadlock.
+
+    A job returns the callable that tells its caller it is done; the thread
+    calls it only once it is back on the idle list, so that a caller making
+    its next call at once finds the thread there instead of starting another.
     """
 
     idle_timeout = 10.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._idle: list[SimpleQueue[Callable[[], None]]] = []
+        self._idle: list[SimpleQueue[_Job]] = []
         self._started = 0
 
-    def run(self, job: Callable[[], None]) -> None:
+    def run(self, job: _Job) -> None:
         with self._lock:
             if self._idle:
                 self._idle.pop().put(job)
@@ -859,13 +866,15 @@ class _LoopThreads:
             name = f"asgire-loop-{self._started}"
         threading.Thread(target=self._work, args=(job,), name=name, daemon=True).start()
 
-    def _work(self, job: Callable[[], None]) -> None:
-        inbox: SimpleQueue[Callable[[], None]] = SimpleQueue()
+    def _work(self, job: _Job) -> None:
+        inbox: SimpleQueue[_Job] = SimpleQueue()
         while True:
-            job()
+            report_done = job()
             del job
             with self._lock:
                 self._idle.append(inbox)
+            report_done()
+            del report_done
             try:
                 job = inbox.get(timeout=self.idle_timeout)
             except Empty:
@@ -1227,7 +1236,7 @@ class AsyncToSync(Generic[_P, _R]):
         finished: _Outcome[None] = _Outcome(executor._finish)
         token = _affinity.token
 
-        def run_loop() -> None:
+        def run_loop() -> Callable[[], object]:
             own_token = _affinity.token
             _affinity.token = token
             try:
@@ -1235,11 +1244,10 @@ class AsyncToSync(Generic[_P, _R]):
                 # variables copied into it one by one.
                 context.run(_run_in_fresh_loop, _registered(awaitable, executor))
             except BaseException as exc:
-                finished.set_exception(exc)
-            else:
-                finished.set_result(None)
+                return functools.partial(finished.set_exception, exc)
             finally:
                 _affinity.token = own_token
+            return functools.partial(finished.set_result, None)
 
         _loop_threads.run(run_loop)
         executor._run_until_finished()
