@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
+import os
 import threading
 import time
+import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -114,3 +117,50 @@ def in_new_thread() -> Callable[..., Any]:
     """``in_new_thread(action, start=threading.Thread)``: run ``action`` in a
     fresh plain thread (made by ``start``) and hand back its outcome."""
     return _run_in_new_thread
+
+
+def _run_in_forked_child(body: Callable[[], None], timeout: float = 20.0) -> str:
+    """Run ``body`` in a forked child: its traceback, or "" if it passed."""
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # 3.12+ warns that forking a threaded process may deadlock the child;
+        # noticing exactly that is what the fork tests are for.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            body()
+            code = 0
+        except BaseException:
+            os.write(write_end, traceback.format_exc().encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + timeout
+    try:
+        while not (finished := os.waitpid(pid, os.WNOHANG))[0]:
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                return f"the child hung for {timeout}s"
+            time.sleep(0.01)
+        report = b""
+        while chunk := os.read(read_end, 65536):
+            report += chunk
+    finally:
+        os.close(read_end)
+    code = os.waitstatus_to_exitcode(finished[1])
+    if code and not report:
+        return f"the child exited with {code}"
+    return report.decode()
+
+
+@pytest.fixture
+def in_forked_child() -> Callable[..., str]:
+    """``in_forked_child(body)`` runs ``body`` in a forked child process and
+    returns its traceback, or "" if it passed (POSIX only)."""
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    return _run_in_forked_child

@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
-import os
 import threading
 import time
-import traceback
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -259,47 +256,10 @@ def test_overridden_thread_handler_sees_the_caller_exception() -> None:
 
 # -- fork() -----------------------------------------------------------------------
 
-needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
-
-def run_forked(body: Callable[[], None], timeout: float = 20.0) -> str:
-    """Run ``body`` in a forked child: its traceback, or "" if it passed."""
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        # 3.12+ warns that forking a threaded process may deadlock the child.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(read_end)
-            body()
-            code = 0
-        except BaseException:
-            os.write(write_end, traceback.format_exc().encode())
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    deadline = time.monotonic() + timeout
-    try:
-        while not os.waitpid(pid, os.WNOHANG)[0]:
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                return f"the child hung for {timeout}s"
-            time.sleep(0.01)
-        report = b""
-        while chunk := os.read(read_end, 65536):
-            report += chunk
-    finally:
-        os.close(read_end)
-    return report.decode()
-
-
-@needs_fork
 @pytest.mark.asgire_only
 async def test_forked_child_gets_fresh_threads_but_keeps_the_executors_it_was_given(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, in_forked_child: Callable[..., str]
 ) -> None:
     current = sync_to_async(threading.current_thread)
     # Replaced before it ever started its thread, so it works in the child.
@@ -324,16 +284,17 @@ async def test_forked_child_gets_fresh_threads_but_keeps_the_executors_it_was_gi
                     assert SyncToAsync.single_thread_executor is replacement
                     assert SyncToAsync.context_to_thread_executor[given] is supplied
 
-                forked = sync_to_async(run_forked, thread_sensitive=False)
+                forked = sync_to_async(in_forked_child, thread_sensitive=False)
                 assert await forked(child) == ""
     finally:
         supplied.shutdown()
         replacement.shutdown()
 
 
-@needs_fork
 @pytest.mark.asgire_only
-def test_forked_child_inside_a_single_thread_context_gets_its_own_loop() -> None:
+def test_forked_child_inside_a_single_thread_context_gets_its_own_loop(
+    in_forked_child: Callable[..., str],
+) -> None:
     wrapper = async_to_sync(loop_and_thread)
     with AsyncSingleThreadContext():
         parent_loop, parent_thread = wrapper()
@@ -346,7 +307,7 @@ def test_forked_child_inside_a_single_thread_context_gets_its_own_loop() -> None
             # Still one loop and thread for the block, now the child's own.
             assert (second_loop, second_thread) == (first_loop, first_thread)
 
-        assert run_forked(child) == ""
+        assert in_forked_child(child) == ""
 
 
 @pytest.mark.asgire_only

@@ -7,13 +7,11 @@ import collections
 import concurrent.futures
 import gc
 import importlib
-import os
 import random
 import sys
 import threading
 import time
 import traceback
-import warnings
 import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -621,44 +619,6 @@ def test_async_to_sync_into_dead_loop_raises_runtime_error(
 # --- fork ---------------------------------------------------------------------
 
 
-def run_in_child(body: Callable[[], None], timeout: float = 10.0) -> None:
-    """Run ``body`` in a forked child; fail with its traceback or on a hang."""
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        # 3.12+ warns that forking a threaded process can deadlock the child;
-        # noticing exactly that is what these tests are for.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            os.close(read_end)
-            body()
-            code = 0
-        except BaseException:
-            os.write(write_end, traceback.format_exc().encode())
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            finished, status = os.waitpid(pid, os.WNOHANG)
-            if finished:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                pytest.fail(f"forked child hung for {timeout}s")
-            time.sleep(0.02)
-        report = b""
-        while chunk := os.read(read_end, 65536):
-            report += chunk
-    finally:
-        os.close(read_end)
-    assert os.waitstatus_to_exitcode(status) == 0, report.decode()
-
-
 def double(value: int) -> int:
     return value * 2
 
@@ -684,23 +644,20 @@ def warm_up_every_bridge() -> None:
     assert asyncio.run(sync_to_async(double)(4)) == 8
 
 
-needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-
-
-@needs_fork
 @pytest.mark.timeout(60)
-def test_forked_child_can_use_both_bridges() -> None:
+def test_forked_child_can_use_both_bridges(in_forked_child: Callable[..., str]) -> None:
     warm_up_every_bridge()
-    run_in_child(use_bridges_without_shared_worker)
+    assert in_forked_child(use_bridges_without_shared_worker) == ""
 
 
-@needs_fork
 @pytest.mark.timeout(60)
-def test_child_forked_inside_worker_does_not_call_back_to_parent_loop() -> None:
+def test_child_forked_inside_worker_does_not_call_back_to_parent_loop(
+    in_forked_child: Callable[..., str],
+) -> None:
     def fork_from_worker() -> None:
         # This thread's state points at the parent's loop, which the child
         # does not have running.
-        run_in_child(use_bridges_without_shared_worker)
+        assert in_forked_child(use_bridges_without_shared_worker) == ""
 
     async def parent() -> None:
         await sync_to_async(fork_from_worker, thread_sensitive=False)()
@@ -709,29 +666,32 @@ def test_child_forked_inside_worker_does_not_call_back_to_parent_loop() -> None:
     asyncio.run(parent())
 
 
-@needs_fork
 @pytest.mark.asgire_only
 @pytest.mark.timeout(60)
-def test_forked_child_gets_a_fresh_thread_sensitive_worker() -> None:
+def test_forked_child_gets_a_fresh_thread_sensitive_worker(
+    in_forked_child: Callable[..., str],
+) -> None:
     warm_up_every_bridge()  # the parent's shared worker thread now exists
 
     def child() -> None:
         assert asyncio.run(sync_to_async(double)(5)) == 10
 
-    run_in_child(child)
+    assert in_forked_child(child) == ""
 
 
-@needs_fork
 @pytest.mark.asgire_only
 @pytest.mark.timeout(60)
-def test_child_forked_inside_thread_sensitive_context_gets_fresh_workers() -> None:
+def test_child_forked_inside_thread_sensitive_context_gets_fresh_workers(
+    in_forked_child: Callable[..., str],
+) -> None:
     def child() -> None:
         assert asyncio.run(sync_to_async(double)(6)) == 12
 
     async def parent() -> None:
         async with ThreadSensitiveContext():
             await sync_to_async(double)(1)  # the context's worker now exists
-            await sync_to_async(run_in_child, thread_sensitive=False)(child)
+            forked = sync_to_async(in_forked_child, thread_sensitive=False)
+            assert await forked(child) == ""
 
     asyncio.run(parent())
 
