@@ -152,6 +152,20 @@ def test_wrapper_carries_the_wrapped_function_metadata() -> None:
     assert wrapper.func is add
 
 
+@pytest.mark.parametrize(
+    "func",
+    [add, functools.partial(add, 1), SyncCallable()],
+    ids=["function", "partial", "callable object"],
+)
+def test_wrapper_gets_what_functools_update_wrapper_copies(func: Any) -> None:
+    class Plain:
+        def __call__(self) -> None: ...
+
+    expected = vars(functools.update_wrapper(Plain(), func))
+    copied = vars(sync_to_async(func))
+    assert {name: copied.get(name) for name in expected} == expected
+
+
 async def test_function_attributes_are_copied_without_shadowing_the_wrapper() -> None:
     def tagged() -> threading.Thread:
         return threading.current_thread()
