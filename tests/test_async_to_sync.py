@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import gc
@@ -12,9 +13,9 @@ import time
 import traceback
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -327,6 +328,89 @@ def test_async_generators_left_open_are_finalized() -> None:
 
     assert async_to_sync(body)() == 1
     assert events == ["finalized"]
+
+
+def test_readers_a_call_left_registered_never_fire_in_a_later_call() -> None:
+    import socket
+
+    fired: list[str] = []
+    reader, writer = socket.socketpair()
+
+    async def register_and_leave() -> None:
+        asyncio.get_running_loop().add_reader(reader, fired.append, "stale")
+
+    async def wait_a_little() -> None:
+        await asyncio.sleep(0.05)
+
+    try:
+        async_to_sync(register_and_leave)()
+        writer.send(b"x")  # the reader's socket is readable from now on
+        async_to_sync(wait_a_little)()
+    finally:
+        reader.close()
+        writer.close()
+    assert fired == []
+
+
+@contextlib.contextmanager
+def event_loop_policy(
+    policy: asyncio.AbstractEventLoopPolicy,
+) -> Generator[None, None, None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # policies, 3.14+
+        asyncio.set_event_loop_policy(policy)  # ty: ignore[deprecated]
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_event_loop_policy(None)  # ty: ignore[deprecated]
+
+
+class RecordingLoop(asyncio.SelectorEventLoop):
+    made: ClassVar[list[asyncio.AbstractEventLoop]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made.append(self)
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # policies, 3.14+
+    _DefaultPolicy: Any = asyncio.DefaultEventLoopPolicy
+
+
+def test_each_call_gets_its_loop_from_the_event_loop_policy() -> None:
+    class Policy(_DefaultPolicy):
+        def new_event_loop(self) -> asyncio.AbstractEventLoop:
+            return RecordingLoop()
+
+    RecordingLoop.made.clear()
+    with event_loop_policy(Policy()):
+        first = async_to_sync(running_loop)()
+        second = async_to_sync(running_loop)()
+    assert RecordingLoop.made == [first, second]
+    assert first.is_closed()
+    assert second.is_closed()
+
+
+def test_a_policy_with_its_own_loop_factory_is_honoured() -> None:
+    # How uvloop's policy picks its loop.
+    class Policy(_DefaultPolicy):
+        _loop_factory = RecordingLoop
+
+    RecordingLoop.made.clear()
+    with event_loop_policy(Policy()):
+        loop = async_to_sync(running_loop)()
+    assert RecordingLoop.made == [loop]
+
+
+def test_a_patched_new_event_loop_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    RecordingLoop.made.clear()
+    monkeypatch.setattr(asyncio.events, "new_event_loop", RecordingLoop)
+    loop = async_to_sync(running_loop)()
+    assert RecordingLoop.made == [loop]
+    assert loop.is_closed()
 
 
 async def test_inside_sync_to_async_runs_on_the_outer_loop() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from asgiref import sync
 from asgiref.sync import (
     AsyncSingleThreadContext,
     SyncToAsync,
@@ -186,6 +187,30 @@ def test_idle_loop_thread_handed_a_job_as_it_times_out_runs_the_job() -> None:
 
 
 @pytest.mark.asgire_only
+def test_a_loop_thread_keeps_its_selector_and_self_pipe_until_it_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = sync._LoopThreads()
+    cache.idle_timeout = 0.2
+    monkeypatch.setattr(sync, "_loop_threads", cache)
+    wrapper = async_to_sync(loop_and_thread)
+    first_loop, thread = wrapper()
+    second_loop, same_thread = wrapper()
+    assert same_thread is thread
+    assert first_loop is not second_loop
+    assert isinstance(first_loop, sync._LoopThreadEventLoop)
+    assert isinstance(second_loop, sync._LoopThreadEventLoop)
+    (parts,) = cache._all_parts
+    assert first_loop._parts is parts
+    assert second_loop._parts is parts
+    thread.join(timeout=10)  # idles out
+    assert not thread.is_alive()
+    assert cache._all_parts == set()
+    assert parts.selector.get_map() is None  # closed
+    assert [sock.fileno() for sock in parts.self_pipe] == [-1, -1]
+
+
+@pytest.mark.asgire_only
 def test_loop_client_survives_between_calls_in_a_single_thread_context() -> None:
     """The pattern the context exists for: a client bound to its loop."""
 
@@ -289,6 +314,43 @@ async def test_forked_child_gets_fresh_threads_but_keeps_the_executors_it_was_gi
     finally:
         supplied.shutdown()
         replacement.shutdown()
+
+
+@pytest.mark.asgire_only
+def test_forked_child_closes_what_the_parents_loop_threads_kept(
+    in_forked_child: Callable[..., str],
+) -> None:
+    async_to_sync(loop_and_thread)()  # leaves an idle loop thread
+    inherited = set(sync._loop_threads._all_parts)
+    assert inherited
+
+    def child() -> None:
+        assert sync._loop_threads._all_parts == set()
+        for parts in inherited:
+            assert parts.selector.get_map() is None
+            assert [sock.fileno() for sock in parts.self_pipe] == [-1, -1]
+        loop, _ = async_to_sync(loop_and_thread)()
+        assert loop.is_closed()
+
+    assert in_forked_child(child) == ""
+
+
+@pytest.mark.asgire_only
+def test_a_loop_thread_forking_keeps_its_own_selector_and_pipe_in_the_child(
+    in_forked_child: Callable[..., str],
+) -> None:
+    async def fork_from_the_loop() -> str:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, sync._LoopThreadEventLoop)
+
+        def child() -> None:
+            assert loop._parts in sync._loop_threads._all_parts
+            assert -1 not in [sock.fileno() for sock in loop._parts.self_pipe]
+            loop.call_soon_threadsafe(lambda: None)  # writes to the self-pipe
+
+        return in_forked_child(child)
+
+    assert async_to_sync(fork_from_the_loop)() == ""
 
 
 @pytest.mark.asgire_only

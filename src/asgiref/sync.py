@@ -14,7 +14,8 @@ crossing adds as little as possible to that:
   code changed one (comparing two contexts is O(1) when nothing changed).
 - ``async_to_sync`` from a plain sync thread still gets a fresh event loop per
   call, as upstream promises, but the thread that runs the loop comes from a
-  cache of idle threads instead of being started for every call.
+  cache of idle threads instead of being started for every call, and the loop
+  borrows that thread's selector and self-pipe instead of opening its own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import contextvars
 import functools
 import inspect
 import os
+import selectors
+import socket
 import sys
 import threading
 import warnings
@@ -868,6 +871,9 @@ class _LoopThreads:
     A job returns the callable that tells its caller it is done; the thread
     calls it only once it is back on the idle list, so that a caller making
     its next call at once finds the thread there instead of starting another.
+
+    Each thread also keeps the selector and self-pipe of its event loops
+    (``_LoopParts``), made on first use and closed when the thread ends.
     """
 
     idle_timeout = 10.0
@@ -876,6 +882,8 @@ class _LoopThreads:
         self._lock = threading.Lock()
         self._idle: list[SimpleQueue[_Job]] = []
         self._started = 0
+        self._kept = threading.local()
+        self._all_parts: set[_LoopParts] = set()
 
     def run(self, job: _Job) -> None:
         with self._lock:
@@ -888,27 +896,54 @@ class _LoopThreads:
 
     def _work(self, job: _Job) -> None:
         inbox: SimpleQueue[_Job] = SimpleQueue()
-        while True:
-            report_done = job()
-            del job
-            with self._lock:
-                self._idle.append(inbox)
-            report_done()
-            del report_done
-            try:
-                job = inbox.get(timeout=self.idle_timeout)
-            except Empty:
+        try:
+            while True:
+                report_done = job()
+                del job
                 with self._lock:
-                    if inbox in self._idle:
-                        self._idle.remove(inbox)
-                        return
-                # Taken off the idle list just now: a job is on its way.
-                job = inbox.get()
+                    self._idle.append(inbox)
+                report_done()
+                del report_done
+                try:
+                    job = inbox.get(timeout=self.idle_timeout)
+                except Empty:
+                    with self._lock:
+                        if inbox in self._idle:
+                            self._idle.remove(inbox)
+                            return
+                    # Taken off the idle list just now: a job is on its way.
+                    job = inbox.get()
+        finally:
+            parts: _LoopParts | None = getattr(self._kept, "parts", None)
+            if parts is not None:
+                with self._lock:
+                    self._all_parts.discard(parts)
+                parts.close()
+
+    def loop_parts(self) -> _LoopParts:
+        """The calling loop thread's selector and self-pipe."""
+        parts: _LoopParts | None = getattr(self._kept, "parts", None)
+        if parts is None:
+            parts = self._kept.parts = _LoopParts()
+            with self._lock:
+                self._all_parts.add(parts)
+        return parts
 
     def forget(self) -> None:
-        """After fork(): the idle threads did not survive into the child."""
+        """After fork(): the idle threads did not survive into the child.
+
+        Their loop parts did, as copies of the parent's file descriptors:
+        close them, except the forking thread's own, which may be in use.
+        """
         self._lock = threading.Lock()
         self._idle = []
+        forking_thread = threading.get_ident()
+        for parts in self._all_parts:
+            if parts.owner != forking_thread:
+                parts.close()
+        self._all_parts = {
+            parts for parts in self._all_parts if parts.owner == forking_thread
+        }
 
 
 _loop_threads = _LoopThreads()
@@ -1022,6 +1057,101 @@ async def _then_wind_down(main: Awaitable[None]) -> None:
         await _wind_down()
 
 
+class _KeptSelector(selectors.DefaultSelector):
+    """A selector that outlives the event loops built on it: closing it only
+    drops the registrations a loop left behind."""
+
+    def close(self) -> None:
+        for fd in list(self.get_map()):
+            self.unregister(fd)
+
+    def discard(self) -> None:
+        super().close()
+
+
+class _LoopParts:
+    """What a loop thread keeps from one event loop to the next.
+
+    A new selector event loop opens an epoll (or kqueue) descriptor and a
+    socket pair for its self-pipe, and closes them again: about half of the
+    cost of a fresh loop. The loops of one thread run one after the other,
+    so they can all borrow the same ones.
+    """
+
+    def __init__(self) -> None:
+        self.owner = threading.get_ident()
+        self.selector = _KeptSelector()
+        self.self_pipe = socket.socketpair()
+        for sock in self.self_pipe:
+            sock.setblocking(False)
+
+    def close(self) -> None:
+        self.selector.discard()
+        for sock in self.self_pipe:
+            sock.close()
+
+
+class _LoopThreadEventLoop(asyncio.SelectorEventLoop):
+    """The stock selector event loop, on its loop thread's ``_LoopParts``.
+
+    Each instance is still a new loop, closed after its one run; only the
+    descriptors underneath are reused. A byte a closed loop's self-pipe did
+    not read merely wakes the next loop once.
+    """
+
+    if TYPE_CHECKING:
+        # The selector loop's internals used here, which typeshed leaves out.
+        _internal_fds: int
+
+        def _add_reader(self, fd: int, callback: Callable[[], None]) -> object: ...
+        def _remove_reader(self, fd: int) -> bool: ...
+        def _read_from_self(self) -> None: ...
+
+    def __init__(self, parts: _LoopParts) -> None:
+        self._parts = parts
+        super().__init__(parts.selector)
+
+    def _make_self_pipe(self) -> None:
+        self._ssock, self._csock = self._parts.self_pipe
+        self._internal_fds += 1
+        self._add_reader(self._parts.self_pipe[0].fileno(), self._read_from_self)
+
+    def _close_self_pipe(self) -> None:
+        self._remove_reader(self._parts.self_pipe[0].fileno())
+        self._ssock = self._csock = None
+        self._internal_fds -= 1
+
+
+_stock_new_event_loop = asyncio.events.new_event_loop
+# Python 3.14 deprecates the policy getter and renames the policies' base
+# class; the private names it keeps do not warn.
+_current_policy: Callable[[], Any] = vars(asyncio.events).get(
+    "_get_event_loop_policy",
+    asyncio.get_event_loop_policy,  # ty: ignore[deprecated] - used before 3.14
+)
+_default_policy_base: Any = vars(asyncio.events).get(
+    "BaseDefaultEventLoopPolicy"
+) or vars(asyncio.events).get("_BaseDefaultEventLoopPolicy")
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """What ``asyncio.run`` would start, ``asyncio.events.new_event_loop()``,
+    but on the calling loop thread's kept selector and self-pipe when that
+    would be the stock selector loop.
+
+    Any other policy (uvloop's, a test plugin's) or a patched
+    ``new_event_loop`` gets exactly the loop it makes.
+    """
+    policy = _current_policy()
+    if (
+        asyncio.events.new_event_loop is _stock_new_event_loop
+        and type(policy).new_event_loop is _default_policy_base.new_event_loop
+        and getattr(policy, "_loop_factory", None) is asyncio.SelectorEventLoop
+    ):
+        return _LoopThreadEventLoop(_loop_threads.loop_parts())
+    return asyncio.events.new_event_loop()
+
+
 def _run_in_fresh_loop(main: Coroutine[Any, Any, None]) -> None:
     """``asyncio.run(main)``, in one pass of a new event loop.
 
@@ -1030,9 +1160,10 @@ def _run_in_fresh_loop(main: Coroutine[Any, Any, None]) -> None:
     default executor. Each start and stop costs about as much as running a
     small coroutine, so here ``main`` is followed by all of that in the same
     pass. The effect is the same: left-over tasks are cancelled (before they
-    get another step) and awaited, and the loop is closed.
+    get another step) and awaited, and the loop is closed. Runs on a loop
+    thread (see ``_new_event_loop``).
     """
-    loop = asyncio.new_event_loop()
+    loop = _new_event_loop()
     try:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(_then_wind_down(main))
