@@ -330,6 +330,12 @@ def test_async_generators_left_open_are_finalized() -> None:
     assert events == ["finalized"]
 
 
+def test_a_finished_calls_loop_is_not_kept_alive() -> None:
+    loop = weakref.ref(async_to_sync(running_loop)())
+    gc.collect()
+    assert loop() is None
+
+
 def test_readers_a_call_left_registered_never_fire_in_a_later_call() -> None:
     import socket
 

@@ -1059,11 +1059,17 @@ async def _then_wind_down(main: Awaitable[None]) -> None:
 
 class _KeptSelector(selectors.DefaultSelector):
     """A selector that outlives the event loops built on it: closing it only
-    drops the registrations a loop left behind."""
+    drops the registrations a loop left behind. The self-pipe's stays, so
+    that the next loop need not register it again."""
+
+    def __init__(self, self_pipe_fd: int) -> None:
+        super().__init__()
+        self.self_pipe_fd = self_pipe_fd
 
     def close(self) -> None:
         for fd in list(self.get_map()):
-            self.unregister(fd)
+            if fd != self.self_pipe_fd:
+                self.unregister(fd)
 
     def discard(self) -> None:
         super().close()
@@ -1080,10 +1086,10 @@ class _LoopParts:
 
     def __init__(self) -> None:
         self.owner = threading.get_ident()
-        self.selector = _KeptSelector()
         self.self_pipe = socket.socketpair()
         for sock in self.self_pipe:
             sock.setblocking(False)
+        self.selector = _KeptSelector(self.self_pipe[0].fileno())
 
     def close(self) -> None:
         self.selector.discard()
@@ -1104,7 +1110,6 @@ class _LoopThreadEventLoop(asyncio.SelectorEventLoop):
         _internal_fds: int
 
         def _add_reader(self, fd: int, callback: Callable[[], None]) -> object: ...
-        def _remove_reader(self, fd: int) -> bool: ...
         def _read_from_self(self) -> None: ...
 
     def __init__(self, parts: _LoopParts) -> None:
@@ -1114,10 +1119,16 @@ class _LoopThreadEventLoop(asyncio.SelectorEventLoop):
     def _make_self_pipe(self) -> None:
         self._ssock, self._csock = self._parts.self_pipe
         self._internal_fds += 1
+        # Already registered by an earlier loop, this only swaps the handle.
         self._add_reader(self._parts.self_pipe[0].fileno(), self._read_from_self)
 
     def _close_self_pipe(self) -> None:
-        self._remove_reader(self._parts.self_pipe[0].fileno())
+        # Left registered for the next loop, without this loop's handle (it
+        # would keep the closed loop alive).
+        selector = self._parts.selector
+        reader, _ = selector.get_key(selector.self_pipe_fd).data
+        reader.cancel()
+        selector.modify(selector.self_pipe_fd, selectors.EVENT_READ, (None, None))
         self._ssock = self._csock = None
         self._internal_fds -= 1
 
