@@ -112,6 +112,10 @@ class Round:
     )
     #: workload -> median asgire / upstream ratio of back-to-back batches.
     paired: dict[str, float] = field(default_factory=dict)
+    #: side -> workload -> median voluntary context switches per operation.
+    switches: dict[Side, dict[str, float]] = field(
+        default_factory=lambda: {side: {} for side in SIDES}
+    )
 
 
 class CompareError(Exception):
@@ -263,6 +267,7 @@ def _measure_workload(
         reply = workers[side].ask(op="calibrate", workload=name, seconds=seconds / 10)
         units[side] = reply["units"]
     samples: dict[Side, list[float]] = {side: [] for side in SIDES}
+    switches: dict[Side, list[float]] = {side: [] for side in SIDES}
     ratios: list[float] = []
     # Peak memory is deterministic enough to need a single sample.
     pairs = 1 if kind == "memory" else 100
@@ -272,9 +277,13 @@ def _measure_workload(
         for side in orders[(first + len(ratios)) % 2]:
             reply = workers[side].ask(op="run", workload=name, units=units[side])
             samples[side].append(reply["value"])
+            if reply.get("switches") is not None:
+                switches[side].append(reply["switches"])
         ratios.append(samples["asgire"][-1] / samples["upstream"][-1])
     for side in SIDES:
         round_.values[side][name] = statistics.median(samples[side])
+        if switches[side]:
+            round_.switches[side][name] = statistics.median(switches[side])
     round_.paired[name] = statistics.median(ratios)
 
 
@@ -305,6 +314,8 @@ class Row:
     ratio: str
     spread: str
     target: str
+    #: Voluntary context switches per operation, "upstream / asgire".
+    switches: str
     verdict: str
 
 
@@ -342,7 +353,9 @@ def summarise(
         if target is not None:
             verdicts.append(met)
             limit, verdict = f"<= {target.limit:g}", _verdict(met)
-        rows.append(Row(name, *cells, ratio, spread, limit, verdict))
+        rows.append(
+            Row(name, *cells, ratio, spread, limit, _switches(rounds, name), verdict)
+        )
     for target in TARGETS:
         needed = {target.numerator[1], target.denominator[1]}
         if target.label in names or not needed <= set(names):
@@ -350,33 +363,48 @@ def summarise(
         ratio, spread, met = _ratio_cells(rounds, target)
         verdicts.append(met)
         limit = f"<= {target.limit:g}"
-        rows.append(Row(target.label, "", "", ratio, spread, limit, _verdict(met)))
+        rows.append(Row(target.label, "", "", ratio, spread, limit, "", _verdict(met)))
     return rows, all(met is True for met in verdicts)
 
 
+def _switches(rounds: list[Round], name: str) -> str:
+    """Median switches per operation over rounds, as "upstream / asgire"."""
+    medians = []
+    for side in SIDES:
+        counts = [r.switches[side][name] for r in rounds if name in r.switches[side]]
+        if not counts:
+            return ""
+        medians.append(f"{statistics.median(counts):.2f}")
+    return " / ".join(medians)
+
+
 def render_text(rows: list[Row]) -> str:
-    header = Row("workload", "upstream", "asgire", "ratio", "range", "target", "")
+    header = Row(
+        "workload", "upstream", "asgire", "ratio", "range", "target", "switches", ""
+    )
     table = [header, *rows]
     columns = [f.name for f in dataclasses.fields(Row)]
     widths = {c: max(len(getattr(r, c)) for r in table) for c in columns}
+    numbers = ["upstream", "asgire", "ratio", "spread", "target"]
     lines = []
     for row in table:
         cells = [row.label.ljust(widths["label"])]
-        cells += [getattr(row, c).rjust(widths[c]) for c in columns[1:-1]]
-        cells.append(row.verdict)
+        cells += [getattr(row, c).rjust(widths[c]) for c in numbers]
+        cells.append(row.verdict.ljust(widths["verdict"]))
+        cells.append(row.switches.rjust(widths["switches"]))
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
 
 def render_markdown(rows: list[Row]) -> str:
     lines = [
-        "| workload | upstream 3.13.0 | asgire | ratio | range | target | |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| workload | upstream 3.13.0 | asgire | ratio | range | target | | switches |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for row in rows:
         cells = [row.label if " " in row.label else f"`{row.label}`"]
         cells += [row.upstream, row.asgire, row.ratio, row.spread]
-        cells += [row.target.replace("<=", "≤"), row.verdict]
+        cells += [row.target.replace("<=", "≤"), row.verdict, row.switches]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ import math
 import platform
 import subprocess
 import sys
+import time
 import tracemalloc
 from collections.abc import Callable
 from importlib.machinery import ModuleSpec
@@ -221,6 +222,27 @@ def test_compare_summary_uses_the_median_of_per_round_ratios() -> None:
     assert compare.render_text(rows).splitlines()[0].startswith("workload")
 
 
+def test_compare_reports_the_median_switches_of_each_side() -> None:
+    compare = _load_compare()
+    rounds = []
+    for upstream, asgire in [(8.0, 2.0), (9.0, 2.0), (11.0, 3.0)]:
+        round_ = _round(compare, 0.5, s2a_sensitive=(10e-6, 5e-6))
+        round_.switches["upstream"]["s2a_sensitive"] = upstream
+        round_.switches["asgire"]["s2a_sensitive"] = asgire
+        rounds.append(round_)
+    rows, _ = compare.summarise(rounds, ["s2a_sensitive"], {"s2a_sensitive": "time"})
+    assert rows[0].switches == "9.00 / 2.00"
+    assert compare.render_markdown(rows).splitlines()[-1].endswith("| 9.00 / 2.00 |")
+    assert compare.render_text(rows).splitlines()[1].endswith("9.00 / 2.00")
+    # Not measured (Windows): no figure rather than a made-up one.
+    rows, _ = compare.summarise(
+        [_round(compare, 0.5, s2a_sensitive=(10e-6, 5e-6))],
+        ["s2a_sensitive"],
+        {"s2a_sensitive": "time"},
+    )
+    assert rows[0].switches == ""
+
+
 def test_serve_answers_calibrate_and_run_requests() -> None:
     requests = io.StringIO(
         '{"op": "calibrate", "workload": "build_s2a", "seconds": 0.005}\n'
@@ -259,8 +281,30 @@ def test_serve_replies_seconds_per_operation_and_peak_bytes(
     bench.serve(requests, replies)
     _, per_op, peak = map(json.loads, replies.getvalue().splitlines())
     # 5 units of 4 operations in 10 s.
-    assert per_op == {"value": 0.5}
-    assert peak == {"value": 3000.0}
+    assert per_op["value"] == 0.5
+    assert per_op["switches"] >= 0
+    assert peak == {"value": 3000.0, "switches": None}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="counted with getrusage")
+def test_batches_count_the_context_switches_of_each_operation() -> None:
+    def sleep_each_unit(units: int) -> float:
+        for _ in range(units):
+            time.sleep(0.002)  # blocking: one voluntary context switch
+        return 1.0
+
+    sleepy = bench.Workload("sleepy", "", sleep_each_unit, ops_per_unit=2)
+    _, switches = bench._batch(sleepy, 20)
+    # Other threads of this process may add a few; none may be lost.
+    assert switches is not None
+    assert switches >= 0.5  # 20 sleeps over 40 operations
+    result = bench.measure(sleepy, 0.05)
+    assert result["switches_per_op"] >= 0.5
+    table = bench.format_table(
+        {"environment": bench.environment(), "results": {"sleepy": result}}
+    )
+    header = next(line for line in table.splitlines() if line.startswith("workload"))
+    assert "switches" in header.split()
 
 
 class _ForgetfulLocal:
@@ -400,8 +444,19 @@ def test_table_shows_memory_in_bytes() -> None:
             "pending_10k_memory": {"unit": "bytes", "value": 3 * 2**20, "calls": 1}
         },
     }
-    row = bench.format_table(document).splitlines()[-1]
+    lines = bench.format_table(document).splitlines()
+    row = next(line for line in lines if line.startswith("pending_10k_memory"))
     assert row.split()[:3] == ["pending_10k_memory", "3", "MiB"]
+
+
+def test_table_leaves_switches_blank_where_they_were_not_counted() -> None:
+    # As measured on Windows, which has no getrusage.
+    result = {"unit": "s/op", "value": 2e-6, "switches_per_op": None}
+    document = {"environment": bench.environment(), "results": {"local_get": result}}
+    lines = bench.format_table(document).splitlines()
+    row = next(line for line in lines if line.startswith("local_get"))
+    assert row.split()[:4] == ["local_get", "2", "us", "500,000"]
+    assert row.split()[4] == "Local"  # the description follows at once
 
 
 def test_list_as_text(capsys: pytest.CaptureFixture[str]) -> None:

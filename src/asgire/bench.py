@@ -468,12 +468,36 @@ def calibrate(workload: Workload, batch_seconds: float, deadline: float) -> int:
         units = max(units + 1, math.ceil(units * min(growth, 100.0)))
 
 
-def _batch(workload: Workload, units: int) -> float:
-    """Run one batch: seconds per operation, or peak bytes for memory."""
+if sys.platform == "win32":  # pragma: no cover - measured on POSIX
+
+    def _voluntary_switches() -> int | None:
+        return None
+
+else:
+    import resource
+
+    def _voluntary_switches() -> int | None:
+        """This process's voluntary context switches so far: a thread that
+        blocks (to wait for another) counts one."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+
+
+def _batch(workload: Workload, units: int) -> tuple[float, float | None]:
+    """Run one batch: seconds per operation (peak bytes for memory), and the
+    voluntary context switches per operation (None for memory, or where
+    the system does not count them).
+
+    A crossing's cost is mostly its thread wake-ups, and the switches show
+    how many it took: two for a round trip to another thread and back.
+    """
+    before = _voluntary_switches()
     value = workload.run(units)
     if workload.kind == "memory":
-        return value
-    return value / (units * workload.ops_per_unit)
+        return value, None
+    after = _voluntary_switches()
+    ops = units * workload.ops_per_unit
+    switches = None if before is None or after is None else (after - before) / ops
+    return value / ops, switches
 
 
 def measure(workload: Workload, seconds: float) -> dict[str, Any]:
@@ -489,14 +513,23 @@ def measure(workload: Workload, seconds: float) -> dict[str, Any]:
     deadline = _clock() + seconds
     units = calibrate(workload, seconds / 10, deadline)
     per_op: list[float] = []
+    switches: list[float | None] = []
     while len(per_op) < 3 or (_clock() < deadline and len(per_op) < 100):
-        per_op.append(_batch(workload, units))
+        seconds_per_op, switches_per_op = _batch(workload, units)
+        per_op.append(seconds_per_op)
+        switches.append(switches_per_op)
     return {
         "unit": "s/op",
         "value": statistics.median(per_op),
         "ops": units * workload.ops_per_unit * len(per_op),
         "batches": len(per_op),
+        "switches_per_op": _median_or_none(switches),
     }
+
+
+def _median_or_none(values: Sequence[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
 
 
 def serve(requests: TextIO, replies: TextIO) -> None:
@@ -507,11 +540,11 @@ def serve(requests: TextIO, replies: TextIO) -> None:
     line written describes the environment. Requests and their replies::
 
         {"op": "calibrate", "workload": NAME, "seconds": S} -> {"units": N}
-        {"op": "run", "workload": NAME, "units": N}         -> {"value": X}
+        {"op": "run", "workload": NAME, "units": N}  -> {"value": X, "switches": Y}
 
     ``X`` is the batch's seconds per operation for a timed workload and the
-    peak bytes for the memory workload. A failure is replied as
-    ``{"error": "..."}``.
+    peak bytes for the memory workload; ``Y`` its voluntary context switches
+    per operation, or null. A failure is replied as ``{"error": "..."}``.
     """
 
     def reply(message: dict[str, Any]) -> None:
@@ -530,7 +563,8 @@ def _answer(line: str) -> dict[str, Any]:
         if request["op"] == "calibrate":
             seconds = float(request["seconds"])
             return {"units": calibrate(workload, seconds, _clock() + 20 * seconds)}
-        return {"value": _batch(workload, int(request["units"]))}
+        value, switches = _batch(workload, int(request["units"]))
+        return {"value": value, "switches": switches}
     except Exception as exc:  # the driver reports it with the workload's name
         return {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -641,22 +675,26 @@ def format_table(document: dict[str, Any]) -> str:
     env = document["environment"]
     results: dict[str, Any] = document["results"]
     floor = results.get("bare_hop", {}).get("value")
-    rows = [("workload", "per op", "ops/s", "x floor" if floor else "", "what")]
+    rows = [
+        ("workload", "per op", "ops/s", "x floor" if floor else "", "switches", "what")
+    ]
     for name, result in results.items():
         workload = WORKLOADS.get(name)
         summary = workload.summary if workload else ""
         if "error" in result:
-            rows.append((name, "error", "", "", result["error"]))
+            rows.append((name, "error", "", "", "", result["error"]))
         elif result["unit"] == "bytes":
-            rows.append((name, format_bytes(result["value"]), "", "", summary))
+            rows.append((name, format_bytes(result["value"]), "", "", "", summary))
         else:
             value = result["value"]
-            vs_floor = ""
+            vs_floor = switches = ""
             if floor and workload is not None and workload.crossing:
                 vs_floor = f"{value / floor:.2f}"
+            if result.get("switches_per_op") is not None:
+                switches = f"{result['switches_per_op']:.2f}"
             rate = f"{1 / value:,.0f}" if value > 0 else ""
-            rows.append((name, format_time(value), rate, vs_floor, summary))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+            rows.append((name, format_time(value), rate, vs_floor, switches, summary))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = [
         f"asgiref {env['asgiref_version']} provided by {env['provider']} "
         f"{env['provider_version']}; {env['python_implementation']} "
@@ -666,12 +704,17 @@ def format_table(document: dict[str, Any]) -> str:
     for row in rows:
         cells = [row[0].ljust(widths[0])]
         cells += [
-            cell.rjust(width) for cell, width in zip(row[1:4], widths[1:4], strict=True)
+            cell.rjust(width) for cell, width in zip(row[1:5], widths[1:5], strict=True)
         ]
-        cells.append(row[4])
+        cells.append(row[5])
         lines.append("  ".join(cell for cell in cells if cell).rstrip())
+    lines.append("")
     if floor:
-        lines += ["", "x floor: time per op divided by bare_hop's."]
+        lines.append("x floor: time per op divided by bare_hop's.")
+    lines.append(
+        "switches: voluntary context switches per op (thread wake-ups; a round"
+        " trip to another thread and back takes two)."
+    )
     return "\n".join(lines)
 
 
