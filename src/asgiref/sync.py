@@ -1134,15 +1134,16 @@ class _LoopThreadEventLoop(asyncio.SelectorEventLoop):
 
 
 _stock_new_event_loop = asyncio.events.new_event_loop
-# Python 3.14 deprecates the policy getter and renames the policies' base
-# class; the private names it keeps do not warn.
-_current_policy: Callable[[], Any] = vars(asyncio.events).get(
-    "_get_event_loop_policy",
-    asyncio.get_event_loop_policy,  # ty: ignore[deprecated] - used before 3.14
-)
-_default_policy_base: Any = vars(asyncio.events).get(
+# Looked up by name: Python 3.14 deprecates the policy getter (the private
+# one it keeps does not warn) and renames the policies' base class, and a
+# later version without policies has neither.
+_asyncio_events = vars(asyncio.events)
+_current_policy: Callable[[], Any] | None = _asyncio_events.get(
+    "_get_event_loop_policy"
+) or _asyncio_events.get("get_event_loop_policy")
+_default_policy_base: Any = _asyncio_events.get(
     "BaseDefaultEventLoopPolicy"
-) or vars(asyncio.events).get("_BaseDefaultEventLoopPolicy")
+) or _asyncio_events.get("_BaseDefaultEventLoopPolicy")
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -1153,13 +1154,17 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     Any other policy (uvloop's, a test plugin's) or a patched
     ``new_event_loop`` gets exactly the loop it makes.
     """
-    policy = _current_policy()
     if (
         asyncio.events.new_event_loop is _stock_new_event_loop
-        and type(policy).new_event_loop is _default_policy_base.new_event_loop
-        and getattr(policy, "_loop_factory", None) is asyncio.SelectorEventLoop
+        and _current_policy is not None
+        and _default_policy_base is not None
     ):
-        return _LoopThreadEventLoop(_loop_threads.loop_parts())
+        policy = _current_policy()
+        if (
+            type(policy).new_event_loop is _default_policy_base.new_event_loop
+            and getattr(policy, "_loop_factory", None) is asyncio.SelectorEventLoop
+        ):
+            return _LoopThreadEventLoop(_loop_threads.loop_parts())
     return asyncio.events.new_event_loop()
 
 
