@@ -77,20 +77,36 @@ def _persistent_threads() -> set[threading.Thread]:
     return keep
 
 
+class ThreadWatch:
+    """The threads started since a test began, less those kept on purpose."""
+
+    def __init__(self) -> None:
+        self.before = set(threading.enumerate())
+
+    def running(self) -> set[threading.Thread]:
+        alive = {t for t in threading.enumerate() if t.is_alive()}
+        return alive - self.before - _persistent_threads()
+
+    def assert_none_left(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) for each of them to end, or fail naming them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            gc.collect()  # executors whose owner was dropped stop their workers
+            left = self.running()
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"threads left running: {sorted(t.name for t in left)}")
+            time.sleep(0.02)
+
+
 @pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
-    """Fail a test that leaves a thread running once it has finished."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5.0
-    while True:
-        gc.collect()
-        leaked = set(threading.enumerate()) - before - _persistent_threads()
-        leaked = {t for t in leaked if t.is_alive()}
-        if not leaked or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert not leaked, f"threads left running: {sorted(t.name for t in leaked)}"
+def thread_watch() -> Iterator[ThreadWatch]:
+    """Fails a test that leaves a thread running once it has finished. A test
+    may also check mid-way, with ``thread_watch.assert_none_left()``."""
+    watch = ThreadWatch()
+    yield watch
+    watch.assert_none_left()
 
 
 def _run_in_new_thread(

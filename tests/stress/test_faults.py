@@ -326,7 +326,7 @@ class Lane:
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("lane", Lane.NAMES)
-def test_cancel_before_worker_starts(lane: str, new_threads: Any) -> None:
+def test_cancel_before_worker_starts(lane: str, thread_watch: Any) -> None:
     ran: list[int] = []
     way = Lane(lane)
 
@@ -351,12 +351,12 @@ def test_cancel_before_worker_starts(lane: str, new_threads: Any) -> None:
 
     way.run(scenario)
     assert ran == [], "a call cancelled before it started still ran"
-    new_threads.assert_none_stuck()
+    thread_watch.assert_none_left()
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("lane", Lane.NAMES)
-def test_cancel_while_sync_work_runs(lane: str, new_threads: Any) -> None:
+def test_cancel_while_sync_work_runs(lane: str, thread_watch: Any) -> None:
     finished: list[int] = []
     way = Lane(lane)
 
@@ -382,12 +382,12 @@ def test_cancel_while_sync_work_runs(lane: str, new_threads: Any) -> None:
 
     way.run(scenario)
     assert finished == [1]
-    new_threads.assert_none_stuck()
+    thread_watch.assert_none_left()
 
 
 @pytest.mark.timeout(30)
 def test_cancel_while_sync_work_waits_in_nested_async_to_sync(
-    new_threads: Any,
+    thread_watch: Any,
 ) -> None:
     before = existing_futures()
     seen: list[str] = []
@@ -419,7 +419,7 @@ def test_cancel_while_sync_work_waits_in_nested_async_to_sync(
 
     asyncio.run(scenario())
     assert seen == ["innermost cancelled", "sync side got CancelledError"]
-    new_threads.assert_none_stuck()
+    thread_watch.assert_none_left()
 
 
 STORM_CALLS = 3_000
@@ -427,7 +427,7 @@ STORM_CALLS = 3_000
 
 @pytest.mark.timeout(60)
 def test_cancellation_storm_loses_and_duplicates_nothing(
-    new_threads: Any, figures: Any
+    thread_watch: Any, figures: Any
 ) -> None:
     # Cancellations land at random points of many concurrent crossings of
     # every kind; each call either returns its own answer or is cancelled.
@@ -479,7 +479,7 @@ def test_cancellation_storm_loses_and_duplicates_nothing(
     ][:5]
     assert all(runs[i] == 1 for i in answered), "an answered call ran twice or never"
     assert max(runs.values(), default=0) <= 1, "a call ran more than once"
-    new_threads.assert_none_stuck()
+    thread_watch.assert_none_left()
     figures.record(
         "faults: cancellation storm",
         calls=STORM_CALLS,
@@ -490,7 +490,7 @@ def test_cancellation_storm_loses_and_duplicates_nothing(
 
 
 @pytest.mark.timeout(30)
-def test_cancel_during_thread_sensitive_context_exit(new_threads: Any) -> None:
+def test_cancel_during_thread_sensitive_context_exit(thread_watch: Any) -> None:
     before = existing_futures()
     contexts: list[weakref.ref[ThreadSensitiveContext]] = []
 
@@ -525,7 +525,7 @@ def test_cancel_during_thread_sensitive_context_exit(new_threads: Any) -> None:
         assert pending_futures(before) == []
 
     asyncio.run(scenario())
-    new_threads.assert_none_stuck()
+    thread_watch.assert_none_left()
     gc.collect()
     assert contexts[0]() is None
     assert len(SyncToAsync.context_to_thread_executor) == 0
@@ -716,7 +716,7 @@ def released(thread: threading.Thread) -> bool:
 
 @pytest.mark.timeout(30)
 def test_thread_sensitive_context_releases_executor_and_thread(
-    new_threads: Any,
+    thread_watch: Any,
 ) -> None:
     found: dict[str, Any] = {}
 
@@ -734,12 +734,12 @@ def test_thread_sensitive_context_releases_executor_and_thread(
 
     asyncio.run(scenario())
     assert collected(found["context"], found["executor"])
-    new_threads.assert_none_stuck()
+    thread_watch.assert_none_left()
     assert released(found["thread"])
 
 
 @pytest.mark.timeout(30)
-def test_context_never_exited_is_released_with_its_task(new_threads: Any) -> None:
+def test_context_never_exited_is_released_with_its_task(thread_watch: Any) -> None:
     found: dict[str, Any] = {}
 
     def note_thread() -> None:
@@ -754,13 +754,13 @@ def test_context_never_exited_is_released_with_its_task(new_threads: Any) -> Non
 
     asyncio.run(forgets_to_exit())
     assert collected(found["context"], found["executor"])
-    new_threads.assert_none_stuck()
+    thread_watch.assert_none_left()
     assert len(SyncToAsync.context_to_thread_executor) == 0
 
 
 @pytest.mark.timeout(30)
 def test_async_single_thread_context_releases_executor_and_thread(
-    new_threads: Any,
+    thread_watch: Any,
 ) -> None:
     found: dict[str, Any] = {}
 
@@ -776,13 +776,13 @@ def test_async_single_thread_context_releases_executor_and_thread(
 
     assert len(found["threads"]) == 1  # both calls ran on the context's thread
     assert collected(found["context"], found["executor"])
-    new_threads.assert_none_stuck()
+    thread_watch.assert_none_left()
     assert len(AsyncToSync.context_to_thread_executor) == 0
 
 
 @pytest.mark.timeout(30)
 def test_single_thread_context_never_exited_is_released_with_its_thread(
-    new_threads: Any,
+    thread_watch: Any,
 ) -> None:
     found: dict[str, Any] = {}
 
@@ -804,19 +804,19 @@ def test_single_thread_context_never_exited_is_released_with_its_thread(
     del thread
 
     assert collected(found["context"], found["executor"])
-    new_threads.assert_none_stuck()
+    thread_watch.assert_none_left()
     assert released(found["loop thread"])
     assert len(AsyncToSync.context_to_thread_executor) == 0
 
 
 @pytest.mark.timeout(30)
-def test_new_loop_and_its_thread_are_released(new_threads: Any) -> None:
+def test_new_loop_and_its_thread_are_released(thread_watch: Any) -> None:
     found: dict[str, Any] = {}
 
     async def note_loop() -> None:
         found["thread"] = threading.current_thread()
 
     async_to_sync(note_loop)()
-    new_threads.assert_none_stuck()
+    thread_watch.assert_none_left()
     assert released(found["thread"])
     assert len(AsyncToSync.loop_thread_executors) == 0

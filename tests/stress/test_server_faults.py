@@ -130,7 +130,7 @@ def ids(behaviour: str, count: int = PER_BEHAVIOUR) -> list[str]:
 
 @pytest.mark.timeout(60)
 def test_misbehaving_instances_do_not_disturb_the_rest(
-    figures: Any, new_threads: Any
+    figures: Any, thread_watch: Any
 ) -> None:
     app = Behaviours()
     echoes = ids("echo", 2 * PER_BEHAVIOUR)
@@ -202,7 +202,7 @@ def test_misbehaving_instances_do_not_disturb_the_rest(
         asyncio.run(main())
     finally:
         app.sync_gate.set()
-    new_threads.assert_none_stuck()
+    thread_watch.assert_none_left()
 
 
 @pytest.mark.timeout(30)
