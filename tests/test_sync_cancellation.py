@@ -89,6 +89,19 @@ async def cancel_while_inner_runs(
     return task
 
 
+async def cancel_without_waiting(
+    task: asyncio.Future[Any], release: threading.Event
+) -> None:
+    """Cancel ``task`` and check it ends cancelled while its sync function is
+    still held; then let the sync function go on."""
+    task.cancel()
+    try:
+        await asyncio.wait([task], timeout=10)
+        assert task.cancelled()
+    finally:
+        release.set()
+
+
 def reraise(result: Any, error: BaseException | None) -> Any:
     if error is not None:
         raise error
@@ -181,13 +194,8 @@ async def test_without_async_callbacks_the_task_is_cancelled_at_once(
         sync_to_async(blocking, thread_sensitive=thread_sensitive)()
     )
     await started.wait()
-    task.cancel()
-    try:
-        # The task does not wait for the sync function, which keeps running.
-        await asyncio.wait([task], timeout=10)
-        assert task.cancelled()
-    finally:
-        proceed.set()
+    # The task does not wait for the sync function, which keeps running.
+    await cancel_without_waiting(task, proceed)
     await asyncio.wait_for(finished.wait(), timeout=10)
 
 
@@ -310,12 +318,7 @@ async def test_cancelled_again_as_the_inner_coroutine_returns_stops_waiting() ->
     task = asyncio.ensure_future(sync_to_async(sync_function)())
     caller.append(task)
     await inner_started.wait()
-    task.cancel()
-    try:
-        await asyncio.wait([task], timeout=10)
-        # The second cancellation ends the wait for the sync function.
-        assert task.cancelled()
-    finally:
-        proceed.set()
+    # The second cancellation ends the wait for the sync function.
+    await cancel_without_waiting(task, proceed)
     # The abandoned sync function still finishes on the single thread.
     assert await sync_to_async(lambda: list(events))() == ["absorbed"]

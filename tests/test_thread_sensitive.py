@@ -54,6 +54,22 @@ def spawn_in_empty_context(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     return contextvars.Context().run(spawn)
 
 
+class LateTasks:
+    """``spawn()`` starts a task that waits for ``gate``, then makes a
+    thread-sensitive call and returns the thread it ran on."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.tasks: list[asyncio.Task[threading.Thread]] = []
+
+    async def spawn(self) -> None:
+        self.tasks.append(asyncio.ensure_future(self._late()))
+
+    async def _late(self) -> threading.Thread:
+        await self.gate.wait()
+        return await here()
+
+
 @pytest.fixture
 def executor() -> Iterator[ThreadPoolExecutor]:
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="supplied")
@@ -283,45 +299,29 @@ async def test_force_new_loop_still_returns_sync_work_to_the_caller_thread() -> 
 
 @pytest.mark.asgire_only
 async def test_task_outliving_its_async_to_sync_call_can_make_sensitive_calls() -> None:
-    gate = asyncio.Event()
-    spawned: list[asyncio.Task[threading.Thread]] = []
-
-    async def late() -> threading.Thread:
-        await gate.wait()
-        return await here()
-
-    async def spawn() -> None:
-        spawned.append(asyncio.ensure_future(late()))
+    late = LateTasks()
 
     def outer_sync() -> threading.Thread:
-        async_to_sync(spawn)()
+        async_to_sync(late.spawn)()
         return threading.current_thread()
 
     outer_thread = await sync_to_async(outer_sync)()
-    gate.set()
-    assert await spawned[0] is outer_thread
+    late.gate.set()
+    assert await late.tasks[0] is outer_thread
     assert outer_thread in single_thread_executor_threads()
     # The task's own context no longer points at the finished frame.
-    assert await spawned[0] is await here()
+    assert await late.tasks[0] is await here()
 
 
 @pytest.mark.asgire_only
 async def test_task_outliving_its_call_waits_for_a_busy_single_thread() -> None:
     loop = asyncio.get_running_loop()
-    gate = asyncio.Event()
+    late = LateTasks()
     returned = asyncio.Event()
     release = threading.Event()
-    spawned: list[asyncio.Task[threading.Thread]] = []
-
-    async def late() -> threading.Thread:
-        await gate.wait()
-        return await here()
-
-    async def spawn() -> None:
-        spawned.append(asyncio.ensure_future(late()))
 
     def outer_sync() -> threading.Thread:
-        async_to_sync(spawn)()
+        async_to_sync(late.spawn)()
         loop.call_soon_threadsafe(returned.set)
         # Still holding the single thread: the spawned task must queue behind
         # this call, not be told that it would deadlock.
@@ -330,11 +330,11 @@ async def test_task_outliving_its_call_waits_for_a_busy_single_thread() -> None:
 
     outer = asyncio.ensure_future(sync_to_async(outer_sync)())
     await returned.wait()
-    gate.set()
+    late.gate.set()
     for _ in range(5):
         await asyncio.sleep(0)
     release.set()
-    assert await spawned[0] is await outer
+    assert await late.tasks[0] is await outer
 
 
 def test_task_spawned_while_its_frame_waits_runs_on_that_frame_thread() -> None:
@@ -353,25 +353,16 @@ def test_task_spawned_while_its_frame_waits_runs_on_that_frame_thread() -> None:
 
 
 def test_task_outliving_a_nested_call_runs_on_the_waiting_outer_frames_thread() -> None:
-    gate: list[asyncio.Event] = []
-    spawned: list[asyncio.Task[threading.Thread]] = []
-
-    async def late() -> threading.Thread:
-        await gate[0].wait()
-        return await here()
-
-    async def spawn() -> None:
-        spawned.append(asyncio.ensure_future(late()))
+    late = LateTasks()
 
     def middle() -> None:
-        async_to_sync(spawn)()  # returns while the task it started lives on
+        async_to_sync(late.spawn)()  # returns while the task it started lives on
 
     async def outer() -> threading.Thread:
-        gate.append(asyncio.Event())
         await sync_to_async(middle)()
         # The nested call has returned; this outer one is still waiting.
-        gate[0].set()
-        return await spawned[0]
+        late.gate.set()
+        return await late.tasks[0]
 
     assert async_to_sync(outer)() is threading.current_thread()
 
