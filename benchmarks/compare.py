@@ -342,11 +342,13 @@ def summarise(
     rows: list[Row] = []
     verdicts: list[bool | None] = []
     for name in names:
-        cells = []
-        for side in SIDES:
-            values = [r.values[side][name] for r in rounds if name in r.values[side]]
-            median = statistics.median(values) if values else None
-            cells.append(_format(median, kinds.get(name, "time")))
+        cells = [
+            _format(
+                _median_over([r.values[side] for r in rounds], name),
+                kinds.get(name, "time"),
+            )
+            for side in SIDES
+        ]
         target = targets.get(name)
         ratio, spread, met = _ratio_cells(rounds, target or _versus_upstream(name, 0))
         limit = verdict = ""
@@ -367,15 +369,18 @@ def summarise(
     return rows, all(met is True for met in verdicts)
 
 
+def _median_over(by_round: list[dict[str, float]], name: str) -> float | None:
+    """The median of ``name`` over the rounds that measured it, or None."""
+    found = [measured[name] for measured in by_round if name in measured]
+    return statistics.median(found) if found else None
+
+
 def _switches(rounds: list[Round], name: str) -> str:
     """Median switches per operation over rounds, as "upstream / asgire"."""
-    medians = []
-    for side in SIDES:
-        counts = [r.switches[side][name] for r in rounds if name in r.switches[side]]
-        if not counts:
-            return ""
-        medians.append(f"{statistics.median(counts):.2f}")
-    return " / ".join(medians)
+    medians = [_median_over([r.switches[side] for r in rounds], name) for side in SIDES]
+    if None in medians:
+        return ""
+    return " / ".join(f"{median:.2f}" for median in medians)
 
 
 def render_text(rows: list[Row]) -> str:
