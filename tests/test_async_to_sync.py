@@ -411,10 +411,14 @@ def test_a_policy_with_its_own_loop_factory_is_honoured() -> None:
     assert RecordingLoop.made == [loop]
 
 
-def test_a_patched_new_event_loop_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("single_thread", [False, True])
+def test_a_patched_new_event_loop_is_honoured(
+    monkeypatch: pytest.MonkeyPatch, single_thread: bool
+) -> None:
     RecordingLoop.made.clear()
     monkeypatch.setattr(asyncio.events, "new_event_loop", RecordingLoop)
-    loop = async_to_sync(running_loop)()
+    with AsyncSingleThreadContext() if single_thread else contextlib.nullcontext():
+        loop = async_to_sync(running_loop)()
     assert RecordingLoop.made == [loop]
     assert loop.is_closed()
 

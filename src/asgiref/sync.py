@@ -938,12 +938,13 @@ class _LoopThreads:
         self._lock = threading.Lock()
         self._idle = []
         forking_thread = threading.get_ident()
+        kept = set()
         for parts in self._all_parts:
-            if parts.owner != forking_thread:
+            if parts.owner == forking_thread:
+                kept.add(parts)
+            else:
                 parts.close()
-        self._all_parts = {
-            parts for parts in self._all_parts if parts.owner == forking_thread
-        }
+        self._all_parts = kept
 
 
 _loop_threads = _LoopThreads()
@@ -1008,7 +1009,7 @@ class _SharedLoop:
         ready: Future[tuple[asyncio.AbstractEventLoop, int]], token: object
     ) -> None:
         _affinity.token = token
-        loop = asyncio.new_event_loop()
+        loop = asyncio.events.new_event_loop()  # what asyncio.run would call
         asyncio.set_event_loop(loop)
         ready.set_result((loop, threading.get_ident()))
         try:
