@@ -239,6 +239,60 @@ def test_concurrent_sync_callers_keep_their_own_context() -> None:
     assert results == {n: (n, n) for n in ("a", "b", "c")}
 
 
+class NoEquality:
+    """A value whose equality must never be asked: it raises if it is."""
+
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("context values were compared with ==")
+
+    __hash__ = object.__hash__
+
+
+cached: contextvars.ContextVar[NoEquality] = contextvars.ContextVar("cached")
+
+
+@BOTH_MODES
+async def test_changed_values_are_told_apart_by_identity_not_equality(
+    thread_sensitive: bool,
+) -> None:
+    cached.set(NoEquality())
+    replacement = NoEquality()
+
+    def rebuild() -> None:
+        cached.set(replacement)
+
+    await sync_to_async(rebuild, thread_sensitive=thread_sensitive)()
+    assert cached.get() is replacement
+
+
+def test_values_changed_in_async_code_are_told_apart_by_identity() -> None:
+    cached.set(NoEquality())
+    replacement = NoEquality()
+
+    async def rebuild() -> None:
+        cached.set(replacement)
+
+    async_to_sync(rebuild)()
+    assert cached.get() is replacement
+
+
+async def test_values_changed_on_the_outer_loop_are_told_apart_by_identity() -> None:
+    cached.set(NoEquality())
+    inner, outer = NoEquality(), NoEquality()
+
+    async def rebuild_inner() -> None:
+        cached.set(inner)
+
+    def rebuild_both() -> NoEquality:
+        async_to_sync(rebuild_inner)()
+        seen = cached.get()
+        cached.set(outer)
+        return seen
+
+    assert await sync_to_async(rebuild_both)() is inner
+    assert cached.get() is outer
+
+
 # The exception being handled
 
 

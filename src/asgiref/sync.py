@@ -214,14 +214,15 @@ def _copy_metadata(wrapper: object, wrapped: object) -> bool:
 # -- Context variables ---------------------------------------------------------
 
 
-def _merge_context(changed: contextvars.Context, baseline: contextvars.Context) -> None:
-    """Apply to the current context what ``changed`` sets differently.
+def _merge_context(changed: contextvars.Context) -> None:
+    """Apply to the current context every value ``changed`` holds that the
+    current context doesn't hold as the very same object.
 
-    ``baseline`` is a copy taken when ``changed`` was: when nothing was set in
-    between, the two compare equal in O(1) and there is nothing to do.
+    Values are compared by identity only. ``Context.__eq__`` would be O(1)
+    when nothing changed, but once something has it calls the values' own
+    ``__eq__``: third-party code that may be slow, raise, or iterate a mapping
+    another thread is mutating.
     """
-    if changed == baseline:
-        return
     for var, value in changed.items():
         if var.get(_MISSING) is not value:
             var.set(value)
@@ -721,11 +722,8 @@ class SyncToAsync(Generic[_P, _R]):
         else:
             executor = self._executor
 
-        if self.context is None:
-            context = contextvars.copy_context()
-            baseline = contextvars.copy_context()
-        else:
-            context = baseline = self.context
+        given = self.context
+        context = contextvars.copy_context() if given is None else given
         handler = (
             None
             if type(self).thread_handler is _BASE_THREAD_HANDLER
@@ -752,8 +750,8 @@ class SyncToAsync(Generic[_P, _R]):
                 return call.result
             call.raise_exception()
         finally:
-            if self.context is None:
-                _merge_context(context, baseline)
+            if given is None:
+                _merge_context(context)
             # Setting False where it is unset or False already changes nothing.
             if self.deadlock_context.get(False):
                 self.deadlock_context.set(False)
@@ -1369,7 +1367,6 @@ class AsyncToSync(Generic[_P, _R]):
         )
         self.executors.current = current_executor
         context = [contextvars.copy_context()]
-        baseline = contextvars.copy_context()
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
         try:
             target = self.awaitable(*args, **kwargs)
@@ -1389,7 +1386,7 @@ class AsyncToSync(Generic[_P, _R]):
                 )
                 current_executor._run_until_finished()
         finally:
-            _merge_context(context[0], baseline)
+            _merge_context(context[0])
             self.executors.current = old_executor
         return call_result.result()
 
@@ -1437,7 +1434,7 @@ class AsyncToSync(Generic[_P, _R]):
         """Await ``awaitable`` in the caller's context; put its outcome in
         ``call_result`` and the context it leaves in ``context[0]``."""
         __traceback_hide__ = True  # noqa: F841
-        _merge_context(context[0], contextvars.copy_context())
+        _merge_context(context[0])
         task = asyncio.current_task()
         if task is not None and task_context is not None:
             task_context.append(task)
