@@ -330,6 +330,69 @@ def test_async_generators_left_open_are_finalized() -> None:
     assert events == ["finalized"]
 
 
+def test_an_async_generator_dropped_on_the_last_step_is_finalized() -> None:
+    # Dropping it queues its aclose() as a task, from a callback that only
+    # runs once the coroutine has returned.
+    events: list[str] = []
+
+    async def numbers() -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            events.append("finalized")
+
+    async def body() -> int:
+        return await numbers().__anext__()
+
+    assert async_to_sync(body)() == 1
+    assert events == ["finalized"]
+
+
+def test_an_async_generator_a_cancelled_leftover_drops_is_finalized() -> None:
+    events: list[str] = []
+
+    async def numbers() -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            events.append("finalized")
+
+    async def lingering() -> None:
+        async for _ in numbers():
+            await asyncio.sleep(60)  # cancelled here, dropping the generator
+
+    leftover: list[asyncio.Task[None]] = []
+
+    async def body() -> None:
+        leftover.append(asyncio.ensure_future(lingering()))
+        await asyncio.sleep(0)
+
+    async_to_sync(body)()
+    assert events == ["finalized"]
+    assert leftover[0].cancelled()
+
+
+def test_a_task_the_last_step_schedules_is_cancelled_before_it_starts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[str] = []
+    created: list[asyncio.Task[None]] = []
+
+    async def late() -> None:
+        events.append("started")
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(lambda: created.append(loop.create_task(late())))
+
+    async_to_sync(body)()
+    assert events == []
+    assert created[0].cancelled()
+    assert not [r for r in caplog.records if r.name == "asyncio"]
+
+
 def test_a_finished_calls_loop_is_not_kept_alive() -> None:
     loop = weakref.ref(async_to_sync(running_loop)())
     gc.collect()

@@ -1053,6 +1053,11 @@ async def _then_wind_down(main: Awaitable[None]) -> None:
     try:
         await main
     finally:
+        # asyncio.run stops its loop once main is done, and the stop comes
+        # after the callbacks main's last step queued: an async generator
+        # dropped there queues its aclose() task that way. One turn of the
+        # loop lets them run before the leftover tasks are collected.
+        await asyncio.sleep(0)
         await _wind_down()
 
 
@@ -1174,9 +1179,10 @@ def _run_in_fresh_loop(main: Coroutine[Any, Any, None]) -> None:
     tasks left over, to shut down async generators, and to shut down the
     default executor. Each start and stop costs about as much as running a
     small coroutine, so here ``main`` is followed by all of that in the same
-    pass. The effect is the same: left-over tasks are cancelled (before they
-    get another step) and awaited, and the loop is closed. Runs on a loop
-    thread (see ``_new_event_loop``).
+    pass. The effect is the same: what ``main``'s last step queued gets the
+    one turn of the loop that ``asyncio.run``'s stop gives it, then left-over
+    tasks are cancelled (before they get another step) and awaited, and the
+    loop is closed. Runs on a loop thread (see ``_new_event_loop``).
     """
     loop = _new_event_loop()
     try:
