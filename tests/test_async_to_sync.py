@@ -8,6 +8,7 @@ import contextvars
 import functools
 import gc
 import inspect
+import sys
 import threading
 import time
 import traceback
@@ -372,6 +373,35 @@ def test_an_async_generator_a_cancelled_leftover_drops_is_finalized() -> None:
     async_to_sync(body)()
     assert events == ["finalized"]
     assert leftover[0].cancelled()
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 13),
+    reason="asyncio.run asks for a bounded wait from 3.12; the loop bounds it from 3.13",
+)
+@pytest.mark.filterwarnings("ignore:The executor did not finish")
+def test_a_stuck_default_executor_job_delays_the_return_only_so_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio.constants
+
+    monkeypatch.setattr(asyncio.constants, "THREAD_JOIN_TIMEOUT", 0.1)
+    release = threading.Event()
+    job_finished = threading.Event()
+
+    def stuck() -> None:
+        release.wait(timeout=10)
+        job_finished.set()
+
+    async def body() -> None:
+        asyncio.get_running_loop().run_in_executor(None, stuck)
+
+    try:
+        async_to_sync(body)()
+        assert not job_finished.is_set()
+    finally:
+        release.set()
+    assert job_finished.wait(timeout=10)
 
 
 def test_a_task_the_last_step_schedules_is_cancelled_before_it_starts(
