@@ -331,6 +331,29 @@ def test_async_generators_left_open_are_finalized() -> None:
     assert events == ["finalized"]
 
 
+def test_a_leftover_failing_on_cancellation_is_reported_like_asyncio_run() -> None:
+    reported: list[dict[str, Any]] = []
+    leftover: list[asyncio.Task[None]] = []
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise RuntimeError("failed while being cancelled") from None
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: reported.append(context))
+        leftover.append(loop.create_task(stubborn()))
+        await asyncio.sleep(0)
+
+    async_to_sync(body)()
+    (report,) = reported
+    assert report["message"] == "unhandled exception during asyncio.run() shutdown"
+    assert report["exception"] is leftover[0].exception()
+    assert report["task"] is leftover[0]
+
+
 def test_an_async_generator_dropped_on_the_last_step_is_finalized() -> None:
     # Dropping it queues its aclose() as a task, from a callback that only
     # runs once the coroutine has returned.

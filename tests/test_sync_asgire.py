@@ -101,7 +101,7 @@ def test_single_thread_context_reports_a_task_that_fails_as_it_is_cancelled() ->
         async_to_sync(start)()
         assert reported == []
     (report,) = reported
-    assert report["message"] == "unhandled exception while closing the loop"
+    assert report["message"] == "unhandled exception during asyncio.run() shutdown"
     assert str(report["exception"]) == "failed while being cancelled"
 
 

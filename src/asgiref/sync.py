@@ -1040,7 +1040,7 @@ async def _wind_down() -> None:
             if not task.cancelled() and task.exception() is not None:
                 loop.call_exception_handler(
                     {
-                        "message": "unhandled exception while closing the loop",
+                        "message": "unhandled exception during asyncio.run() shutdown",
                         "exception": task.exception(),
                         "task": task,
                     }
