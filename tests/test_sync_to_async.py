@@ -11,7 +11,7 @@ import sys
 import threading
 import traceback
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
@@ -205,6 +205,20 @@ def test_only_instances_are_coroutine_functions() -> None:
     assert not iscoroutinefunction(SyncToAsync)
 
 
+def test_a_pass_through_decorator_keeps_the_wrapper_a_coroutine_function() -> None:
+    # functools.wraps copies the wrapper's own attributes: its settings and
+    # the coroutine function marker.
+    wrapper = sync_to_async(add)
+
+    @functools.wraps(wrapper)
+    def logged(*args: Any, **kwargs: Any) -> Any:
+        return wrapper(*args, **kwargs)
+
+    assert iscoroutinefunction(logged)
+    copied: Any = logged
+    assert (copied.func, copied.context) == (add, None)
+
+
 @pytest.mark.skipif(
     sys.version_info < (3, 12), reason="inspect.markcoroutinefunction is 3.12+"
 )
@@ -290,6 +304,16 @@ def test_rejects_functions_marked_as_coroutine_functions() -> None:
     markcoroutinefunction(marked)
     with pytest.raises(TypeError, match=REJECTED):
         sync_to_async(marked)
+
+
+async def test_accepts_async_generator_functions() -> None:
+    # Calling one awaits nothing: it is a sync function returning a generator.
+    async def numbers() -> AsyncIterator[int]:
+        yield 1
+        yield 2
+
+    generator = await sync_to_async(numbers)()
+    assert [n async for n in generator] == [1, 2]
 
 
 def test_rejects_an_executor_with_thread_sensitive_by_default(

@@ -141,36 +141,22 @@ else:
 
 
 _COROUTINE = inspect.CO_COROUTINE
-_COROUTINE_OR_ASYNC_GENERATOR = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
-def _is_async_callable(func: Any, code_flags: int = _COROUTINE) -> bool:
-    """Whether ``func`` or its ``__call__`` is a coroutine function (or, with
-    ``_COROUTINE_OR_ASYNC_GENERATOR``, an async generator function)."""
+def _is_async_callable(func: Any) -> bool:
+    """Whether ``func`` or its ``__call__`` is a coroutine function.
+
+    An async generator function is not: called, it returns its generator
+    without awaiting anything, so ``sync_to_async`` accepts it as upstream
+    does."""
     if type(func) is FunctionType:
         # The common case, from the code flags, without inspect's unwrapping.
-        return bool(func.__code__.co_flags & code_flags) or (
+        return bool(func.__code__.co_flags & _COROUTINE) or (
             getattr(func, _MARKER_NAME, None) is _MARKER_VALUE
         )
-    return (
-        iscoroutinefunction(func)
-        or iscoroutinefunction(
-            getattr(func, "__call__", func)  # noqa: B004  # the method, not callability
-        )
-        or (
-            bool(code_flags & inspect.CO_ASYNC_GENERATOR)
-            and inspect.isasyncgenfunction(func)
-        )
+    return iscoroutinefunction(func) or iscoroutinefunction(
+        getattr(func, "__call__", func)  # noqa: B004  # the method, not callability
     )
-
-
-class _CoroutineMarker:
-    """Marks instances, not the class itself, as coroutine functions."""
-
-    def __get__(self, instance: object, owner: type | None = None) -> object:
-        if instance is None:
-            raise AttributeError(_MARKER_NAME)
-        return _MARKER_VALUE
 
 
 # What functools.WRAPPER_ASSIGNMENTS adds to the four names every Python
@@ -182,12 +168,8 @@ _FUNCTION_ASSIGNMENTS_BY_VERSION = tuple(
 )
 
 
-def _copy_metadata(wrapper: object, wrapped: object) -> bool:
-    """``functools.update_wrapper`` for instances, at a fraction of its cost.
-
-    Returns whether ``wrapped`` had attributes of its own (its ``__dict__``)
-    that were copied too.
-    """
+def _copy_metadata(wrapper: object, wrapped: object) -> None:
+    """``functools.update_wrapper`` for instances, at a fraction of its cost."""
     namespace = wrapper.__dict__
     if type(wrapped) is FunctionType:
         # The common case. A function has every attribute functools copies,
@@ -208,7 +190,6 @@ def _copy_metadata(wrapper: object, wrapped: object) -> bool:
     if extra:
         namespace.update(extra)
     namespace["__wrapped__"] = wrapped
-    return bool(extra)
 
 
 # -- Context variables ---------------------------------------------------------
@@ -663,16 +644,10 @@ class SyncToAsync(Generic[_P, _R]):
         weakref.WeakKeyDictionary[ThreadSensitiveContext, Executor]
     ] = weakref.WeakKeyDictionary()
 
-    # Instances are coroutine functions to iscoroutinefunction().
-    if _MARKER_NAME == "_is_coroutine_marker":  # pragma: no cover - 3.12+, as above
-        _is_coroutine_marker = _CoroutineMarker()
-    else:
-        _is_coroutine = _CoroutineMarker()
-
-    # Defaults, so that building a wrapper stores only what differs.
-    context: contextvars.Context | None = None
-    _thread_sensitive: bool = True
-    _executor: Executor | None = None
+    func: Callable[_P, _R]
+    context: contextvars.Context | None
+    _thread_sensitive: bool
+    _executor: Executor | None
 
     def __init__(
         self,
@@ -681,9 +656,7 @@ class SyncToAsync(Generic[_P, _R]):
         executor: Executor | None = None,
         context: contextvars.Context | None = None,
     ) -> None:
-        if not callable(func) or _is_async_callable(
-            func, _COROUTINE_OR_ASYNC_GENERATOR
-        ):
+        if not callable(func) or _is_async_callable(func):
             raise TypeError("sync_to_async can only be applied to sync functions.")
         if executor is not None:
             if thread_sensitive:
@@ -695,20 +668,16 @@ class SyncToAsync(Generic[_P, _R]):
             raise TypeError(
                 f"context must be a contextvars.Context or None, not {context!r}"
             )
-        if _copy_metadata(self, func):
-            # The function's own attributes were copied and may shadow the
-            # class-level defaults: store everything.
-            self.context = context
-            self._thread_sensitive = thread_sensitive
-            self._executor = executor
-        else:
-            if context is not None:
-                self.context = context
-            if thread_sensitive is not True:
-                self._thread_sensitive = thread_sensitive
-            if executor is not None:
-                self._executor = executor
-        self.func = func
+        _copy_metadata(self, func)
+        # All of these live on the instance, the coroutine function marker
+        # included, so that functools.wraps() over the wrapper copies them:
+        # a pass-through decorator then makes a coroutine function too.
+        namespace = self.__dict__
+        namespace["func"] = func
+        namespace["context"] = context
+        namespace["_thread_sensitive"] = thread_sensitive
+        namespace[_MARKER_NAME] = _MARKER_VALUE
+        namespace["_executor"] = executor
         if type(func) is not FunctionType:
             owner = getattr(func, "__self__", _MISSING)
             if owner is not _MISSING:
