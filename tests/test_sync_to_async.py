@@ -682,6 +682,22 @@ async def test_thread_sensitive_calls_from_concurrent_tasks_share_one_thread() -
 # Results and errors
 
 
+@pytest.mark.asgire_only
+@pytest.mark.parametrize("thread_sensitive", [True, False])
+async def test_stop_iteration_from_sync_code_fails_the_call(
+    thread_sensitive: bool,
+) -> None:
+    # Upstream cannot put StopIteration into its asyncio future and the
+    # caller waits forever; here it surfaces as a coroutine raising it does.
+    def stop() -> None:
+        raise StopIteration("done")
+
+    wrapper = sync_to_async(stop, thread_sensitive=thread_sensitive)
+    with pytest.raises(RuntimeError, match="StopIteration") as caught:
+        await wrapper()
+    assert isinstance(caught.value.__cause__, StopIteration)
+
+
 async def test_exceptions_propagate_with_the_sync_traceback() -> None:
     def explode() -> None:
         raise LookupError("from sync")
