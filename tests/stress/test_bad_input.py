@@ -88,13 +88,6 @@ def test_sync_to_async_rejects_coroutine_object(coroutine: Any) -> None:
         sync_to_async(coroutine)
 
 
-@pytest.mark.asgire_only
-def test_sync_to_async_rejects_async_generator_function() -> None:
-    # Upstream accepts it and hands back an async generator from a thread.
-    with pytest.raises(TypeError):
-        settle(sync_to_async(async_generator_function)())
-
-
 def test_sync_to_async_rejects_executor_when_thread_sensitive() -> None:
     with ThreadPoolExecutor(1) as executor, pytest.raises(TypeError):
         sync_to_async(sync_function, thread_sensitive=True, executor=executor)
