@@ -10,8 +10,8 @@ crossing adds as little as possible to that:
   ``ThreadPoolExecutor`` and ``CurrentThreadExecutor``) it queues the call
   directly instead of going through ``submit()``, which saves building a
   ``concurrent.futures.Future`` and wrapping it in an ``asyncio`` one.
-- Context variables are copied to the worker and merged back only if the sync
-  code changed one (comparing two contexts is O(1) when nothing changed).
+- Context variables are copied to the worker and merged back by identity
+  (``_merge_context``), one variable at a time, never by comparing values.
 - ``async_to_sync`` from a plain sync thread still gets a fresh event loop per
   call, as upstream promises, but the thread that runs the loop comes from a
   cache of idle threads instead of being started for every call, and the loop
