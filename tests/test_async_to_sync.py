@@ -311,19 +311,21 @@ def test_tasks_left_running_are_cancelled_when_the_call_returns() -> None:
     assert leftover[0].cancelled()
 
 
+async def numbers_recording_close(events: list[str]) -> AsyncIterator[int]:
+    """Yields 1 and 2; appends "finalized" to ``events`` once closed."""
+    try:
+        yield 1
+        yield 2
+    finally:
+        events.append("finalized")
+
+
 def test_async_generators_left_open_are_finalized() -> None:
     events: list[str] = []
     kept: list[AsyncIterator[int]] = []
 
-    async def numbers() -> AsyncIterator[int]:
-        try:
-            yield 1
-            yield 2
-        finally:
-            events.append("finalized")
-
     async def body() -> int:
-        generator = numbers()
+        generator = numbers_recording_close(events)
         kept.append(generator)  # keep it alive so only loop shutdown closes it
         return await generator.__anext__()
 
@@ -359,15 +361,8 @@ def test_an_async_generator_dropped_on_the_last_step_is_finalized() -> None:
     # runs once the coroutine has returned.
     events: list[str] = []
 
-    async def numbers() -> AsyncIterator[int]:
-        try:
-            yield 1
-            yield 2
-        finally:
-            events.append("finalized")
-
     async def body() -> int:
-        return await numbers().__anext__()
+        return await numbers_recording_close(events).__anext__()
 
     assert async_to_sync(body)() == 1
     assert events == ["finalized"]
@@ -376,15 +371,8 @@ def test_an_async_generator_dropped_on_the_last_step_is_finalized() -> None:
 def test_an_async_generator_a_cancelled_leftover_drops_is_finalized() -> None:
     events: list[str] = []
 
-    async def numbers() -> AsyncIterator[int]:
-        try:
-            yield 1
-            yield 2
-        finally:
-            events.append("finalized")
-
     async def lingering() -> None:
-        async for _ in numbers():
+        async for _ in numbers_recording_close(events):
             await asyncio.sleep(60)  # cancelled here, dropping the generator
 
     leftover: list[asyncio.Task[None]] = []
