@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from asgire.bench import format_bytes, format_time
+from asgire.bench import WORKLOADS, format_bytes, format_time
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "src" / "asgire" / "bench.py"
@@ -230,7 +230,6 @@ class Worker:
 
 def measure_round(
     pythons: dict[Side, Path],
-    kinds: dict[str, str],
     names: list[str],
     seconds: float,
     number: int,
@@ -244,7 +243,7 @@ def measure_round(
         for index, name in enumerate(names):
             # Who goes first alternates by round, workload and batch pair.
             first = (number + index) % 2
-            _measure_workload(round_, workers, name, kinds[name], seconds, first)
+            _measure_workload(round_, workers, name, seconds, first)
             print(".", end="", file=sys.stderr, flush=True)
         return round_
     finally:
@@ -256,7 +255,6 @@ def _measure_workload(
     round_: Round,
     workers: dict[Side, Worker],
     name: str,
-    kind: str,
     seconds: float,
     first: int,
 ) -> None:
@@ -270,7 +268,7 @@ def _measure_workload(
     switches: dict[Side, list[float]] = {side: [] for side in SIDES}
     ratios: list[float] = []
     # Peak memory is deterministic enough to need a single sample.
-    pairs = 1 if kind == "memory" else 100
+    pairs = 1 if WORKLOADS[name].kind == "memory" else 100
     while len(ratios) < min(3, pairs) or (
         time.monotonic() < deadline and len(ratios) < pairs
     ):
@@ -334,9 +332,7 @@ def _verdict(met: bool | None) -> str:
     return {True: "pass", False: "FAIL", None: "n/a"}[met]
 
 
-def summarise(
-    rounds: list[Round], names: list[str], kinds: dict[str, str]
-) -> tuple[list[Row], bool]:
+def summarise(rounds: list[Round], names: list[str]) -> tuple[list[Row], bool]:
     """Rows for the report, and whether every target that applies was met."""
     targets = {t.label: t for t in TARGETS}
     rows: list[Row] = []
@@ -345,7 +341,7 @@ def summarise(
         cells = [
             _format(
                 _median_over([r.values[side] for r in rounds], name),
-                kinds.get(name, "time"),
+                WORKLOADS[name].kind,
             )
             for side in SIDES
         ]
@@ -488,14 +484,8 @@ def compare(args: argparse.Namespace) -> int:
         "upstream": upstream_python(args.rebuild),
         "asgire": args.asgire_python,
     }
-    listed = subprocess.run(
-        _bench_command(pythons["upstream"], "--list", "--json"),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    listing: dict[str, dict[str, Any]] = json.loads(listed.stdout)
-    names = list(listing)
+    # Both sides run this checkout's bench.py, so its workloads are theirs.
+    names = list(WORKLOADS)
     if args.only:
         unknown = sorted(set(args.only) - set(names))
         if unknown:
@@ -503,7 +493,6 @@ def compare(args: argparse.Namespace) -> int:
                 f"unknown workloads: {', '.join(unknown)} (known: {', '.join(names)})"
             )
         names = [name for name in names if name in args.only]
-    kinds = {name: listing[name]["kind"] for name in names}
     minutes = args.rounds * len(names) * 2 * args.time_per_workload / 60
     print(
         f"{args.rounds} rounds x {len(names)} workloads x 2 sides x "
@@ -515,7 +504,7 @@ def compare(args: argparse.Namespace) -> int:
     for number in range(args.rounds):
         started = time.monotonic()
         print(f"round {number + 1}/{args.rounds} ", end="", file=sys.stderr)
-        round_ = measure_round(pythons, kinds, names, args.time_per_workload, number)
+        round_ = measure_round(pythons, names, args.time_per_workload, number)
         print(f" {time.monotonic() - started:.0f} s", file=sys.stderr)
         provider = round_.environment["asgire"]["provider"]
         if number == 0 and provider != "asgire":
@@ -529,7 +518,7 @@ def compare(args: argparse.Namespace) -> int:
     if args.save:
         data = [dataclasses.asdict(r) for r in rounds]
         args.save.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    rows, all_met = summarise(rounds, names, kinds)
+    rows, all_met = summarise(rounds, names)
     command = " ".join(["uv run python benchmarks/compare.py", *sys.argv[1:]])
     print(describe(rounds, args.time_per_workload))
     print(f"Command: `{command}`" if args.markdown else f"Command: {command}")

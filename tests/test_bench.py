@@ -206,7 +206,7 @@ def test_compare_summary_uses_the_median_of_per_round_ratios() -> None:
         _round(compare, 0.5, s2a_sensitive=(10e-6, 5e-6), bare_hop=(5e-6, 4e-6)),
     ]
     names = ["bare_hop", "s2a_sensitive"]
-    rows, all_met = compare.summarise(rounds, names, dict.fromkeys(names, "time"))
+    rows, all_met = compare.summarise(rounds, names)
     by_label = {row.label: row for row in rows}
     # The paired ratio of each round, not the ratio of the medians (0.5).
     sensitive = by_label["s2a_sensitive"]
@@ -230,7 +230,7 @@ def test_compare_reports_the_median_switches_of_each_side() -> None:
         round_.switches["upstream"]["s2a_sensitive"] = upstream
         round_.switches["asgire"]["s2a_sensitive"] = asgire
         rounds.append(round_)
-    rows, _ = compare.summarise(rounds, ["s2a_sensitive"], {"s2a_sensitive": "time"})
+    rows, _ = compare.summarise(rounds, ["s2a_sensitive"])
     assert rows[0].switches == "9.00 / 2.00"
     assert compare.render_markdown(rows).splitlines()[-1].endswith("| 9.00 / 2.00 |")
     assert compare.render_text(rows).splitlines()[1].endswith("9.00 / 2.00")
@@ -238,7 +238,6 @@ def test_compare_reports_the_median_switches_of_each_side() -> None:
     rows, _ = compare.summarise(
         [_round(compare, 0.5, s2a_sensitive=(10e-6, 5e-6))],
         ["s2a_sensitive"],
-        {"s2a_sensitive": "time"},
     )
     assert rows[0].switches == ""
 

@@ -2,9 +2,10 @@
 
 ``async_to_sync`` blocks a sync thread while a coroutine runs elsewhere. If
 that coroutine calls thread-sensitive sync code, the code must run on the
-blocked thread, so the thread does not just wait: it waits *in*
-``CurrentThreadExecutor.run_until_future``, running whatever work other
-threads submit until the future it is waiting for completes.
+blocked thread, so the thread does not just wait: it runs whatever work other
+threads submit until the call is over. ``run_until_future`` is the public way
+to do that; ``asgiref.sync`` drives the same loop (``_run_until_finished``)
+and ends it with ``_finish()`` when the coroutine reports, without a future.
 """
 
 from __future__ import annotations
