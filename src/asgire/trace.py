@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
-from typing import Any, Literal, TextIO, cast
+from typing import Any, Literal, TextIO
 
 import asgiref.sync as _sync
 
@@ -50,6 +50,8 @@ __all__ = [
     "report",
 ]
 
+# Spelled out rather than imported from asgiref.sync, so that this module
+# still imports over upstream's asgiref and _install() can say what is wrong.
 Kind = Literal["sync_to_async", "async_to_sync"]
 
 #: Call site of a crossing whose coroutine a task runs directly
@@ -192,14 +194,14 @@ def _uninstall() -> None:
             _sync._trace_hook = None
 
 
-def _hook(kind: str, func: Any, target: Any, thread_sensitive: bool | None) -> Any:
+def _hook(kind: Kind, func: Any, target: Any, thread_sensitive: bool | None) -> Any:
     """What ``asgiref.sync`` calls for each crossing while tracing is on."""
     recordings = _active.get()
     if not recordings:
         return target
     started = _Started(
         recordings,
-        cast("Kind", kind),
+        kind,
         _function_name(func),
         _call_site(sys._getframe(1)),
         thread_sensitive,
@@ -219,40 +221,33 @@ class _Started:
     call_site: str
     thread_sensitive: bool | None
     called: float = field(default_factory=_clock)
+    started: float = 0.0
 
     def timed_call(
         self, target: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> Any:
         __traceback_hide__ = True  # noqa: F841
-        started = _clock()
-        raised = True
-        try:
-            result = target(*args, **kwargs)
-            raised = False
-            return result
-        finally:
-            self._finish(started, raised)
+        with self:
+            return target(*args, **kwargs)
 
     async def timed_awaitable(self, target: Awaitable[Any]) -> Any:
         __traceback_hide__ = True  # noqa: F841
-        started = _clock()
-        raised = True
-        try:
-            result = await target
-            raised = False
-            return result
-        finally:
-            self._finish(started, raised)
+        with self:
+            return await target
 
-    def _finish(self, started: float, raised: bool) -> None:
+    # Times the run: from entering to leaving, by return or by exception.
+    def __enter__(self) -> None:
+        self.started = _clock()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         crossing = Crossing(
             self.kind,
             self.function,
             self.call_site,
             self.thread_sensitive,
-            started - self.called,
-            _clock() - started,
-            raised,
+            self.started - self.called,
+            _clock() - self.started,
+            exc_type is not None,
         )
         for recording in self.recordings:
             recording._add(crossing)
@@ -348,6 +343,9 @@ def _row(key: tuple[str, str, Kind, bool | None], summary: Summary) -> str:
 
 # -- ASGI middleware -------------------------------------------------------------
 
+# Looser than asgiref.typing's TypedDict unions on purpose: any ASGI app
+# (Django's handler, a plain function) must fit, and the middleware only
+# reads a few keys.
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]

@@ -43,6 +43,7 @@ from typing import (
     Any,
     ClassVar,
     Generic,
+    Literal,
     NoReturn,
     ParamSpec,
     TypeVar,
@@ -109,7 +110,8 @@ else:
 # ``hook(kind, func, target, thread_sensitive)``, where ``target`` is what
 # the crossing is about to run (``func`` itself, a thread_handler override,
 # or the awaitable ``func`` returned), and returns a stand-in that times it.
-_trace_hook: Callable[[str, Any, Any, bool | None], Any] | None = None
+_CrossingKind = Literal["sync_to_async", "async_to_sync"]
+_trace_hook: Callable[[_CrossingKind, Any, Any, bool | None], Any] | None = None
 
 
 # -- Recognising coroutine functions -------------------------------------------
