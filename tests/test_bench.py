@@ -448,6 +448,28 @@ def test_table_shows_memory_in_bytes() -> None:
     assert row.split()[:3] == ["pending_10k_memory", "3", "MiB"]
 
 
+def test_each_crossing_is_set_against_the_bare_hop_of_its_shape() -> None:
+    def timed(value: float) -> dict[str, Any]:
+        return {"unit": "s/op", "value": value, "switches_per_op": 2.0}
+
+    results = {
+        "bare_hop": timed(10e-6),
+        "bare_hop_back": timed(20e-6),
+        "s2a_sensitive": timed(30e-6),
+        "a2s_to_outer_loop": timed(30e-6),
+    }
+    document = {"environment": bench.environment(), "results": results}
+    lines = bench.format_table(document).splitlines()
+    ratios = {line.split()[0]: line.split()[4] for line in lines if "us" in line}
+    assert ratios["s2a_sensitive"] == "3.00"
+    assert ratios["a2s_to_outer_loop"] == "1.50"
+    # Without its floor measured, a crossing gets no ratio.
+    del results["bare_hop_back"]
+    lines = bench.format_table(document).splitlines()
+    row = next(line for line in lines if line.startswith("a2s_to_outer_loop"))
+    assert row.split()[:5] == ["a2s_to_outer_loop", "30", "us", "33,333", "2.00"]
+
+
 def test_table_leaves_switches_blank_where_they_were_not_counted() -> None:
     # As measured on Windows, which has no getrusage.
     result = {"unit": "s/op", "value": 2e-6, "switches_per_op": None}

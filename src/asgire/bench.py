@@ -67,8 +67,9 @@ class Workload:
     kind: Literal["time", "memory"] = "time"
     #: Part of the default ``python -m asgire bench`` selection.
     quick: bool = True
-    #: A crossing, so comparing it with the bare thread hop is meaningful.
-    crossing: bool = False
+    #: For a crossing, the bare hop of the same shape it is compared with
+    #: (the table's "x floor" column).
+    floor: str | None = None
 
 
 def _work() -> int:
@@ -135,19 +136,7 @@ def _bare_hop_back(units: int) -> float:
         return _clock() - start
 
     async def main() -> float:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[float] = loop.create_future()
-
-        def worker() -> None:
-            elapsed = post(loop)
-            loop.call_soon_threadsafe(done.set_result, elapsed)
-
-        thread = threading.Thread(target=worker, name="bench-hop-back", daemon=True)
-        thread.start()
-        try:
-            return await done
-        finally:
-            thread.join()
+        return await asyncio.to_thread(post, asyncio.get_running_loop())
 
     return asyncio.run(main())
 
@@ -361,56 +350,55 @@ _ALL = [
         "bare_hop_back",
         "floor: bare hop from a sync thread to a running loop and back",
         _bare_hop_back,
-        quick=False,
     ),
     Workload(
         "s2a_sensitive",
         "sync_to_async, thread-sensitive, wrapper reused",
         _s2a_sensitive,
-        crossing=True,
+        floor="bare_hop",
     ),
     Workload(
         "s2a_non_sensitive",
         "sync_to_async, thread_sensitive=False, wrapper reused",
         _s2a_non_sensitive,
-        crossing=True,
+        floor="bare_hop",
     ),
     Workload(
         "s2a_inline",
         "sync_to_async(f)() with the wrapper built on every call",
         _s2a_inline,
-        crossing=True,
+        floor="bare_hop",
     ),
     Workload(
         "s2a_gather_100",
         "one of 100 concurrent thread_sensitive=False calls, gathered",
         _s2a_gather,
         ops_per_unit=_GATHER_WIDTH,
-        crossing=True,
+        floor="bare_hop",
     ),
     Workload(
         "a2s_from_thread",
         "async_to_sync from a plain sync thread",
         _a2s_from_thread,
-        crossing=True,
+        floor="bare_hop_back",
     ),
     Workload(
         "a2s_single_thread_context",
         "async_to_sync from a sync thread inside AsyncSingleThreadContext",
         _a2s_in_single_thread_context,
-        crossing=True,
+        floor="bare_hop_back",
     ),
     Workload(
         "a2s_to_outer_loop",
         "async_to_sync inside sync_to_async, back to the outer loop",
         _a2s_to_outer_loop,
-        crossing=True,
+        floor="bare_hop_back",
     ),
     Workload(
         "django_sandwich",
         "sync -> async_to_sync -> await thread-sensitive sync_to_async",
         _django_sandwich,
-        crossing=True,
+        floor="bare_hop_back",
     ),
     Workload(
         "local_get",
@@ -674,10 +662,7 @@ def format_table(document: dict[str, Any]) -> str:
     """Render a ``measure_all`` document as a plain-text table."""
     env = document["environment"]
     results: dict[str, Any] = document["results"]
-    floor = results.get("bare_hop", {}).get("value")
-    rows = [
-        ("workload", "per op", "ops/s", "x floor" if floor else "", "switches", "what")
-    ]
+    rows: list[tuple[str, str, str, str, str, str]] = []
     for name, result in results.items():
         workload = WORKLOADS.get(name)
         summary = workload.summary if workload else ""
@@ -688,29 +673,37 @@ def format_table(document: dict[str, Any]) -> str:
         else:
             value = result["value"]
             vs_floor = switches = ""
-            if floor and workload is not None and workload.crossing:
-                vs_floor = f"{value / floor:.2f}"
+            if workload is not None and workload.floor is not None:
+                floor = results.get(workload.floor, {}).get("value")
+                if floor:
+                    vs_floor = f"{value / floor:.2f}"
             if result.get("switches_per_op") is not None:
                 switches = f"{result['switches_per_op']:.2f}"
             rate = f"{1 / value:,.0f}" if value > 0 else ""
             rows.append((name, format_time(value), rate, vs_floor, switches, summary))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    any_floor = any(row[3] for row in rows)
+    header = ("workload", "per op", "ops/s", "x floor" if any_floor else "")
+    rows.insert(0, (*header, "switches", "what"))
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
     lines = [
         f"asgiref {env['asgiref_version']} provided by {env['provider']} "
         f"{env['provider_version']}; {env['python_implementation']} "
         f"{env['python']}; {env['cpu']}, {env['cores']} cores",
         "",
     ]
-    for row in rows:
-        cells = [row[0].ljust(widths[0])]
+    for label, *numbers, what in rows:
+        cells = [label.ljust(widths[0])]
         cells += [
-            cell.rjust(width) for cell, width in zip(row[1:5], widths[1:5], strict=True)
+            cell.rjust(width) for cell, width in zip(numbers, widths[1:-1], strict=True)
         ]
-        cells.append(row[5])
+        cells.append(what)
         lines.append("  ".join(cell for cell in cells if cell).rstrip())
     lines.append("")
-    if floor:
-        lines.append("x floor: time per op divided by bare_hop's.")
+    if any_floor:
+        lines.append(
+            "x floor: time per op divided by that of the bare hop of the same"
+            " shape (bare_hop, or bare_hop_back for async_to_sync)."
+        )
     lines.append(
         "switches: voluntary context switches per op (thread wake-ups; a round"
         " trip to another thread and back takes two)."
