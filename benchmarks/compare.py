@@ -312,9 +312,9 @@ class Row:
     ratio: str
     spread: str
     target: str
+    verdict: str
     #: Voluntary context switches per operation, "upstream / asgire".
     switches: str
-    verdict: str
 
 
 def _ratio_cells(rounds: list[Round], target: Target) -> tuple[str, str, bool | None]:
@@ -352,7 +352,7 @@ def summarise(rounds: list[Round], names: list[str]) -> tuple[list[Row], bool]:
             verdicts.append(met)
             limit, verdict = f"<= {target.limit:g}", _verdict(met)
         rows.append(
-            Row(name, *cells, ratio, spread, limit, _switches(rounds, name), verdict)
+            Row(name, *cells, ratio, spread, limit, verdict, _switches(rounds, name))
         )
     for target in TARGETS:
         needed = {target.numerator[1], target.denominator[1]}
@@ -361,7 +361,7 @@ def summarise(rounds: list[Round], names: list[str]) -> tuple[list[Row], bool]:
         ratio, spread, met = _ratio_cells(rounds, target)
         verdicts.append(met)
         limit = f"<= {target.limit:g}"
-        rows.append(Row(target.label, "", "", ratio, spread, limit, "", _verdict(met)))
+        rows.append(Row(target.label, "", "", ratio, spread, limit, _verdict(met), ""))
     return rows, all(met is True for met in verdicts)
 
 
@@ -381,18 +381,20 @@ def _switches(rounds: list[Round], name: str) -> str:
 
 def render_text(rows: list[Row]) -> str:
     header = Row(
-        "workload", "upstream", "asgire", "ratio", "range", "target", "switches", ""
+        "workload", "upstream", "asgire", "ratio", "range", "target", "", "switches"
     )
     table = [header, *rows]
     columns = [f.name for f in dataclasses.fields(Row)]
     widths = {c: max(len(getattr(r, c)) for r in table) for c in columns}
-    numbers = ["upstream", "asgire", "ratio", "spread", "target"]
+    left = {"label", "verdict"}  # words; the rest are figures
     lines = []
     for row in table:
-        cells = [row.label.ljust(widths["label"])]
-        cells += [getattr(row, c).rjust(widths[c]) for c in numbers]
-        cells.append(row.verdict.ljust(widths["verdict"]))
-        cells.append(row.switches.rjust(widths["switches"]))
+        cells = [
+            getattr(row, c).ljust(widths[c])
+            if c in left
+            else getattr(row, c).rjust(widths[c])
+            for c in columns
+        ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
