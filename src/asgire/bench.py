@@ -478,10 +478,10 @@ def _batch(workload: Workload, units: int) -> tuple[float, float | None]:
     A crossing's cost is mostly its thread wake-ups, and the switches show
     how many it took: two for a round trip to another thread and back.
     """
+    if workload.kind == "memory":
+        return workload.run(units), None
     before = _voluntary_switches()
     value = workload.run(units)
-    if workload.kind == "memory":
-        return value, None
     after = _voluntary_switches()
     ops = units * workload.ops_per_unit
     switches = None if before is None or after is None else (after - before) / ops
@@ -491,12 +491,13 @@ def _batch(workload: Workload, units: int) -> tuple[float, float | None]:
 def measure(workload: Workload, seconds: float) -> dict[str, Any]:
     """Measure one workload within about ``seconds`` of wall time.
 
-    Returns ``{"unit": "s/op", "value": ..., "ops": ..., "batches": ...}`` for
-    a timed workload (value: median seconds per operation over the batches),
-    or ``{"unit": "bytes", "value": ..., "calls": ...}`` for memory.
+    Returns ``{"unit": "s/op", "value": ..., "ops": ..., "batches": ...,
+    "switches_per_op": ...}`` for a timed workload (medians over the
+    batches; switches None where they are not counted), or ``{"unit":
+    "bytes", "value": ..., "calls": ...}`` for memory.
     """
     if workload.kind == "memory":
-        peak = workload.run(PENDING_CALLS)
+        peak, _ = _batch(workload, PENDING_CALLS)
         return {"unit": "bytes", "value": peak, "calls": PENDING_CALLS}
     deadline = _clock() + seconds
     units = calibrate(workload, seconds / 10, deadline)
