@@ -83,17 +83,31 @@ class ThreadWatch:
     def __init__(self) -> None:
         self.before = set(threading.enumerate())
 
+    def started(self) -> set[threading.Thread]:
+        """Every thread started since the test began that is still alive."""
+        return {t for t in threading.enumerate() if t.is_alive()} - self.before
+
     def running(self) -> set[threading.Thread]:
-        alive = {t for t in threading.enumerate() if t.is_alive()}
-        return alive - self.before - _persistent_threads()
+        return self.started() - _persistent_threads()
 
     def assert_none_left(self, timeout: float = 5.0) -> None:
         """Wait (bounded) for each of them to end, or fail naming them."""
+        self._wait_for_at_most(0, self.running, timeout)
+
+    def assert_at_most_started(self, count: int, timeout: float = 5.0) -> None:
+        """Like ``assert_none_left``, but kept threads count too, and ``count``
+        of them may stay."""
+        self._wait_for_at_most(count, self.started, timeout)
+
+    @staticmethod
+    def _wait_for_at_most(
+        count: int, threads: Callable[[], set[threading.Thread]], timeout: float
+    ) -> None:
         deadline = time.monotonic() + timeout
         while True:
             gc.collect()  # executors whose owner was dropped stop their workers
-            left = self.running()
-            if not left:
+            left = threads()
+            if len(left) <= count:
                 return
             if time.monotonic() > deadline:
                 pytest.fail(f"threads left running: {sorted(t.name for t in left)}")

@@ -10,7 +10,6 @@ import gc
 import inspect
 import sys
 import threading
-import time
 import traceback
 import warnings
 import weakref
@@ -792,22 +791,13 @@ def test_base_exceptions_propagate() -> None:
         async_to_sync(explode)()
 
 
-def test_repeated_calls_do_not_accumulate_threads() -> None:
-    before = set(threading.enumerate())
+def test_repeated_calls_do_not_accumulate_threads(thread_watch: Any) -> None:
     wrapper = async_to_sync(add)
     for _ in range(20):
         assert wrapper(1) == 11
-
-    def remaining() -> set[threading.Thread]:
-        return {t for t in threading.enumerate() if t.is_alive()} - before
-
     # Each call's loop thread ends once its executor is collected (upstream)
     # or waits idle for the next call (asgire): one may be left, never more.
-    deadline = time.monotonic() + 5
-    while len(remaining()) > 1 and time.monotonic() < deadline:
-        gc.collect()
-        time.sleep(0.02)
-    assert len(remaining()) <= 1, sorted(t.name for t in remaining())
+    thread_watch.assert_at_most_started(1)
 
 
 def test_concurrent_callers_each_get_their_own_result() -> None:

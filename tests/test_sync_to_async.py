@@ -763,12 +763,15 @@ def test_each_new_loop_in_a_thread_is_the_one_its_calls_report() -> None:
         caller = await sync_to_async(calling_loop, thread_sensitive=False)()
         return asyncio.get_running_loop(), caller
 
-    seen = []
+    # Each finished loop is kept alive while the next one runs, so a
+    # remembered earlier loop is still there to be mistaken for the new one.
+    finished = []
     for _ in range(3):
         loop, caller = asyncio.run(loop_and_caller())
         assert caller is loop
-        seen.append(weakref.ref(loop))
-        del loop, caller
+        finished.append(loop)
+    seen = [weakref.ref(loop) for loop in finished]
+    del finished, loop, caller
     gc.collect()
     # Finished loops are not kept alive by having made a call.
     assert [ref() for ref in seen] == [None, None, None]

@@ -326,7 +326,7 @@ class Lane:
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("lane", Lane.NAMES)
-def test_cancel_before_worker_starts(lane: str, thread_watch: Any) -> None:
+def test_cancel_before_worker_starts(lane: str) -> None:
     ran: list[int] = []
     way = Lane(lane)
 
@@ -351,12 +351,11 @@ def test_cancel_before_worker_starts(lane: str, thread_watch: Any) -> None:
 
     way.run(scenario)
     assert ran == [], "a call cancelled before it started still ran"
-    thread_watch.assert_none_left()
 
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("lane", Lane.NAMES)
-def test_cancel_while_sync_work_runs(lane: str, thread_watch: Any) -> None:
+def test_cancel_while_sync_work_runs(lane: str) -> None:
     finished: list[int] = []
     way = Lane(lane)
 
@@ -382,13 +381,10 @@ def test_cancel_while_sync_work_runs(lane: str, thread_watch: Any) -> None:
 
     way.run(scenario)
     assert finished == [1]
-    thread_watch.assert_none_left()
 
 
 @pytest.mark.timeout(30)
-def test_cancel_while_sync_work_waits_in_nested_async_to_sync(
-    thread_watch: Any,
-) -> None:
+def test_cancel_while_sync_work_waits_in_nested_async_to_sync() -> None:
     before = existing_futures()
     seen: list[str] = []
 
@@ -419,7 +415,6 @@ def test_cancel_while_sync_work_waits_in_nested_async_to_sync(
 
     asyncio.run(scenario())
     assert seen == ["innermost cancelled", "sync side got CancelledError"]
-    thread_watch.assert_none_left()
 
 
 STORM_CALLS = 3_000
