@@ -957,6 +957,7 @@ def _start_task(
     # A task cancelled before its first step (the loop is shutting down)
     # never reports: report the cancellation for it.
     task.add_done_callback(outcome.report_cancellation)
+    outcome.task = task
 
 
 class _SharedLoop:
@@ -1230,12 +1231,14 @@ class _Outcome(Generic[_R]):
     condition variable that nobody waits on, at several times the cost.
     """
 
-    __slots__ = ("_failure", "_on_done", "_reported", "_result")
+    __slots__ = ("_failure", "_on_done", "_result", "task")
 
     def __init__(self, on_done: Callable[[], object] | None) -> None:
         self._on_done = on_done
-        self._reported = False
         self._result: Any = None
+        # The task reporting here, when it carries the report_cancellation
+        # callback (see _start_task).
+        self.task: asyncio.Future[Any] | None = None
         # What result() raises until a report arrives: a task cancelled
         # before it started (its loop was shutting down) never reports.
         self._failure: BaseException | type[BaseException] | None = (
@@ -1249,17 +1252,22 @@ class _Outcome(Generic[_R]):
         self._report(exception, None)
 
     def report_cancellation(self, _: object = None) -> None:
-        """Report that the coroutine was cancelled, unless it reported first."""
+        """Report that the task was cancelled before its coroutine started."""
         self._report(asyncio.CancelledError, None)
 
     def _report(
         self, failure: BaseException | type[BaseException] | None, result: Any
     ) -> None:
-        if self._reported:
-            return  # the first report stands
-        self._reported = True
         self._failure = failure
         self._result = result
+        task = self.task
+        if task is not None:
+            # Whichever report comes first is the only one: once the
+            # coroutine has reported, the done callback must not. Removing
+            # it also spares the loop a turn, as a task that ends with no
+            # callbacks queues nothing.
+            self.task = None
+            task.remove_done_callback(self.report_cancellation)
         if self._on_done is not None:
             self._on_done()
 
