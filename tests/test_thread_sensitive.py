@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import subprocess
+import sys
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -99,6 +101,29 @@ def test_default_single_thread_executor_is_a_one_worker_pool() -> None:
     assert isinstance(pool, ThreadPoolExecutor)
     assert isinstance(pool._threads, set)
     assert pool._max_workers == 1
+
+
+def test_importing_sync_takes_one_pool_number_for_thread_names() -> None:
+    # Thread names like "ThreadPoolExecutor-0_0" show up in logs, and some
+    # tools pick the thread-sensitive thread out by its name.
+    script = """
+import asyncio, threading
+from concurrent.futures import ThreadPoolExecutor
+from asgiref.sync import sync_to_async
+def name():
+    return threading.current_thread().name
+print(asyncio.run(sync_to_async(name)()))
+with ThreadPoolExecutor(max_workers=1) as pool:
+    print(pool.submit(name).result())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["ThreadPoolExecutor-0_0", "ThreadPoolExecutor-1_0"]
 
 
 async def test_threadlocal_holds_the_calling_loop_inside_sync_code(

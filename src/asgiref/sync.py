@@ -232,8 +232,12 @@ def _raise_then_call(
 # submit(): subclasses and instrumented executors go through submit().
 
 _POOL_SUBMIT = ThreadPoolExecutor.submit
+# A named probe: an unnamed pool would take a number from the counter that
+# names pools' threads ("ThreadPoolExecutor-N_0"), and every pool made after
+# importing this module would be named differently than with upstream.
+_probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asgiref-probe")
 _POOL_INTERNALS = all(
-    hasattr(ThreadPoolExecutor(max_workers=1), name)
+    hasattr(_probe, name)
     for name in (
         "_work_queue",
         "_shutdown_lock",
@@ -243,6 +247,7 @@ _POOL_INTERNALS = all(
         "_idle_semaphore",
     )
 ) and hasattr(_cf_thread, "_global_shutdown_lock")
+del _probe
 # Python 3.10-3.13 call item.run(), 3.14 item.run(ctx); later versions queue
 # other shapes, so there only submit() is used.
 _POOL_INTERNALS = _POOL_INTERNALS and sys.version_info < (3, 15)
