@@ -478,6 +478,7 @@ def test_table_leaves_switches_blank_where_they_were_not_counted() -> None:
     row = next(line for line in lines if line.startswith("local_get"))
     assert row.split()[:4] == ["local_get", "2", "us", "500,000"]
     assert row.split()[4] == "Local"  # the description follows at once
+    assert not any("switches" in line for line in lines)  # nor its legend
 
 
 def test_list_as_text(capsys: pytest.CaptureFixture[str]) -> None:

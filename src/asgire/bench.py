@@ -682,9 +682,21 @@ def format_table(document: dict[str, Any]) -> str:
                 switches = f"{result['switches_per_op']:.2f}"
             rate = f"{1 / value:,.0f}" if value > 0 else ""
             rows.append((name, format_time(value), rate, vs_floor, switches, summary))
+    # A column nothing was measured for (no floors, or no switch counts on
+    # Windows) is left out, with its legend.
     any_floor = any(row[3] for row in rows)
-    header = ("workload", "per op", "ops/s", "x floor" if any_floor else "")
-    rows.insert(0, (*header, "switches", "what"))
+    any_switches = any(row[4] for row in rows)
+    rows.insert(
+        0,
+        (
+            "workload",
+            "per op",
+            "ops/s",
+            "x floor" if any_floor else "",
+            "switches" if any_switches else "",
+            "what",
+        ),
+    )
     widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
     lines = [
         f"asgiref {env['asgiref_version']} provided by {env['provider']} "
@@ -705,10 +717,11 @@ def format_table(document: dict[str, Any]) -> str:
             "x floor: time per op divided by that of the bare hop of the same"
             " shape (bare_hop, or bare_hop_back for async_to_sync)."
         )
-    lines.append(
-        "switches: voluntary context switches per op (thread wake-ups; a round"
-        " trip to another thread and back takes two)."
-    )
+    if any_switches:
+        lines.append(
+            "switches: voluntary context switches per op (thread wake-ups; a"
+            " round trip to another thread and back takes two)."
+        )
     return "\n".join(lines)
 
 
