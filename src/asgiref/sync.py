@@ -1003,9 +1003,16 @@ class _SharedLoop:
 
 
 async def _wind_down() -> None:
-    """Do what ``asyncio.run`` does before closing its loop: cancel the tasks
-    still running (other than this one) and wait for them, then shut down
-    async generators and the default executor."""
+    """Do what ``asyncio.run`` does before closing its loop, turn for turn:
+    cancel the tasks still running (other than this one) and wait for them,
+    then shut down async generators and the default executor.
+
+    ``asyncio.run`` takes each of those steps in a ``run_until_complete`` of
+    its own, which starts with a turn of the loop and stops after another.
+    Work queued meanwhile gets those turns: an async generator dropped by a
+    cancelled task closes in a task of its own, and its ``finally`` may
+    await. ``_turn`` gives it the same turns here.
+    """
     loop = asyncio.get_running_loop()
     this = asyncio.current_task()
     tasks = [task for task in asyncio.all_tasks(loop) if task is not this]
@@ -1022,7 +1029,10 @@ async def _wind_down() -> None:
                         "task": task,
                     }
                 )
+    await _turn(loop)  # the turn the next run_until_complete starts with
     await loop.shutdown_asyncgens()
+    await _turn(loop)  # the turn that run stops after
+    await _turn(loop)  # and the next one's first
     if sys.version_info >= (3, 12):  # pragma: no cover - coverage is measured on 3.11
         # Like asyncio.run from 3.12 on, stop waiting for a stuck job after
         # a while (asyncio warns) rather than hang the caller for good.
@@ -1040,8 +1050,21 @@ async def _then_wind_down(main: Awaitable[None]) -> None:
         # after the callbacks main's last step queued: an async generator
         # dropped there queues its aclose() task that way. One turn of the
         # loop lets them run before the leftover tasks are collected.
-        await asyncio.sleep(0)
+        await _turn(asyncio.get_running_loop())
         await _wind_down()
+
+
+async def _turn(loop: asyncio.AbstractEventLoop) -> None:
+    """Let ``loop`` take one turn, as ``asyncio.run`` would, if anything is
+    ready to run in it.
+
+    With nothing ready a turn would only poll for I/O and timers, which the
+    few microseconds a turn lasts almost never bring; skipping it saves a
+    fresh loop's call several of them. A loop without the stock loop's
+    ready queue always takes the turn.
+    """
+    if getattr(loop, "_ready", True):
+        await asyncio.sleep(0)
 
 
 class _KeptSelector(selectors.DefaultSelector):
