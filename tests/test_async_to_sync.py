@@ -332,7 +332,11 @@ def test_async_generators_left_open_are_finalized() -> None:
     assert events == ["finalized"]
 
 
-def test_a_leftover_failing_on_cancellation_is_reported_like_asyncio_run() -> None:
+@pytest.mark.parametrize("single_thread", [False, True])
+def test_a_leftover_failing_on_cancellation_is_reported_like_asyncio_run(
+    single_thread: bool,
+) -> None:
+    # At the call's end, or (a shared loop) at the context's.
     reported: list[dict[str, Any]] = []
     leftover: list[asyncio.Task[None]] = []
 
@@ -348,7 +352,8 @@ def test_a_leftover_failing_on_cancellation_is_reported_like_asyncio_run() -> No
         leftover.append(loop.create_task(stubborn()))
         await asyncio.sleep(0)
 
-    async_to_sync(body)()
+    with AsyncSingleThreadContext() if single_thread else contextlib.nullcontext():
+        async_to_sync(body)()
     (report,) = reported
     assert report["message"] == "unhandled exception during asyncio.run() shutdown"
     assert report["exception"] is leftover[0].exception()
@@ -477,13 +482,14 @@ def event_loop_policy(
 ) -> Generator[None, None, None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # policies, 3.14+
+        previous = asyncio.get_event_loop_policy()  # ty: ignore[deprecated]
         asyncio.set_event_loop_policy(policy)  # ty: ignore[deprecated]
     try:
         yield
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            asyncio.set_event_loop_policy(None)  # ty: ignore[deprecated]
+            asyncio.set_event_loop_policy(previous)  # ty: ignore[deprecated]
 
 
 class RecordingLoop(asyncio.SelectorEventLoop):
@@ -522,6 +528,7 @@ def test_a_policy_with_its_own_loop_factory_is_honoured() -> None:
     with event_loop_policy(Policy()):
         loop = async_to_sync(running_loop)()
     assert RecordingLoop.made == [loop]
+    assert loop.is_closed()
 
 
 @pytest.mark.parametrize("single_thread", [False, True])

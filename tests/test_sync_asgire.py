@@ -82,31 +82,6 @@ def test_single_thread_context_cancels_leftover_tasks_and_closes_generators() ->
 
 
 @pytest.mark.asgire_only
-def test_single_thread_context_reports_a_task_that_fails_as_it_is_cancelled() -> None:
-    reported: list[dict[str, Any]] = []
-    left_running: list[asyncio.Task[None]] = []
-
-    async def stubborn() -> None:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            raise RuntimeError("failed while being cancelled") from None
-
-    async def start() -> None:
-        loop = asyncio.get_running_loop()
-        loop.set_exception_handler(lambda _, context: reported.append(context))
-        left_running.append(loop.create_task(stubborn()))
-
-    with AsyncSingleThreadContext():
-        async_to_sync(start)()
-        assert reported == []
-    (report,) = reported
-    assert report["message"] == "unhandled exception during asyncio.run() shutdown"
-    assert report["exception"] is left_running[0].exception()
-    assert report["task"] is left_running[0]
-
-
-@pytest.mark.asgire_only
 def test_single_thread_context_collected_on_its_own_loop_thread_closes_the_loop() -> (
     None
 ):
@@ -192,7 +167,7 @@ def test_a_loop_thread_keeps_its_selector_and_self_pipe_until_it_ends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cache = sync._LoopThreads()
-    cache.idle_timeout = 0.2
+    cache.idle_timeout = 1.0  # long enough for the second call on a slow machine
     monkeypatch.setattr(sync, "_loop_threads", cache)
     wrapper = async_to_sync(loop_and_thread)
     first_loop, thread = wrapper()
