@@ -14,12 +14,14 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import (
     SyncToAsync,
+    async_to_sync,
     iscoroutinefunction,
     markcoroutinefunction,
     sync_to_async,
@@ -487,24 +489,6 @@ async def test_given_executor_may_be_any_executor() -> None:
         executor.inner.shutdown()
 
 
-async def test_an_instrumented_thread_pool_submit_sees_each_call(
-    monkeypatch: pytest.MonkeyPatch, pool: ThreadPoolExecutor
-) -> None:
-    # APM agents wrap ThreadPoolExecutor.submit to follow work across threads.
-    submitted_to: list[Executor] = []
-    original = ThreadPoolExecutor.submit
-
-    def recording_submit(
-        self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any
-    ) -> Any:
-        submitted_to.append(self)
-        return original(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(ThreadPoolExecutor, "submit", recording_submit)
-    assert await sync_to_async(add, thread_sensitive=False, executor=pool)(1, 2) == 3
-    assert submitted_to == [pool]
-
-
 async def test_a_shut_down_executor_refuses_the_call(pool: ThreadPoolExecutor) -> None:
     pool.shutdown()
     ran: list[str] = []
@@ -555,6 +539,40 @@ async def test_calls_queued_when_the_executor_cancels_its_futures_are_cancelled(
         release.set()
         executor.shutdown()
     await busy
+    assert ran == []
+
+
+@POOL_CLASSES
+async def test_a_queued_call_whose_caller_is_cancelled_never_runs(
+    pool_class: type[ThreadPoolExecutor],
+) -> None:
+    loop = asyncio.get_running_loop()
+    executor = pool_class(max_workers=1)
+    started = asyncio.Event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def occupy() -> None:
+        loop.call_soon_threadsafe(started.set)
+        assert release.wait(10)
+
+    try:
+        busy = asyncio.ensure_future(
+            sync_to_async(occupy, thread_sensitive=False, executor=executor)()
+        )
+        await started.wait()
+        queued = asyncio.ensure_future(
+            sync_to_async(ran.append, thread_sensitive=False, executor=executor)("ran")
+        )
+        await asyncio.sleep(0)  # the queued call reaches the executor
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        release.set()
+        await busy
+    finally:
+        release.set()
+        executor.shutdown()  # runs whatever is still queued first
     assert ran == []
 
 
@@ -677,6 +695,139 @@ async def test_thread_sensitive_calls_from_concurrent_tasks_share_one_thread() -
     assert not second_task.done()
     release.set()
     assert await first_task is await second_task
+
+
+# What instrumentation sees
+#
+# APM agents and test tools hook the points upstream hands each call through:
+# loop.run_in_executor(), the executor's submit(), and thread_handler, whose
+# frame some of them look for on the worker thread's stack.
+
+
+def is_thread_handler_job(fn: Any) -> bool:
+    """Whether ``fn`` is what upstream submits: ``thread_handler`` bound to
+    the call's arguments."""
+    return (
+        isinstance(fn, functools.partial)
+        and isinstance(getattr(fn.func, "__self__", None), SyncToAsync)
+        and getattr(fn.func, "__func__", None) is SyncToAsync.thread_handler
+    )
+
+
+def stack_has_thread_handler() -> bool:
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code is SyncToAsync.thread_handler.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+async def test_the_worker_runs_the_function_under_thread_handler(
+    pool: ThreadPoolExecutor,
+) -> None:
+    assert await sync_to_async(stack_has_thread_handler)()
+    assert await sync_to_async(stack_has_thread_handler, thread_sensitive=False)()
+    assert await sync_to_async(
+        stack_has_thread_handler, thread_sensitive=False, executor=pool
+    )()
+
+
+def test_work_sent_back_to_an_async_to_sync_caller_runs_under_thread_handler() -> None:
+    async def inner() -> bool:
+        return await sync_to_async(stack_has_thread_handler)()
+
+    assert async_to_sync(inner)()
+
+
+@pytest.mark.parametrize("hooked_on", ["class", "loop"])
+@pytest.mark.parametrize("thread_sensitive", [True, False])
+async def test_a_hooked_run_in_executor_sees_each_call(
+    monkeypatch: pytest.MonkeyPatch, hooked_on: str, thread_sensitive: bool
+) -> None:
+    loop = asyncio.get_running_loop()
+    seen: list[tuple[Executor | None, Any]] = []
+    original = asyncio.BaseEventLoop.run_in_executor
+
+    def recording(executor: Executor | None, fn: Any, *args: Any) -> Any:
+        seen.append((executor, fn))
+        return original(cast(asyncio.BaseEventLoop, loop), executor, fn, *args)
+
+    if hooked_on == "class":
+        monkeypatch.setattr(
+            asyncio.BaseEventLoop,
+            "run_in_executor",
+            lambda self, *args: recording(*args),
+        )
+    else:
+        monkeypatch.setattr(loop, "run_in_executor", recording)
+    wrapper = sync_to_async(add, thread_sensitive=thread_sensitive)
+    assert await wrapper(1, 2) == 3
+    assert await wrapper(3, b=4) == 7
+    assert len(seen) == 2
+    for executor, fn in seen:
+        assert is_thread_handler_job(fn)
+        if thread_sensitive:
+            assert executor is SyncToAsync.single_thread_executor
+        else:
+            assert executor is None
+
+
+async def test_an_instrumented_thread_pool_submit_sees_each_call(
+    monkeypatch: pytest.MonkeyPatch, pool: ThreadPoolExecutor
+) -> None:
+    # APM agents wrap ThreadPoolExecutor.submit to follow work across threads.
+    submitted: list[tuple[Executor, Any]] = []
+    original = ThreadPoolExecutor.submit
+
+    def recording_submit(
+        self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any
+    ) -> Any:
+        submitted.append((self, fn))
+        return original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", recording_submit)
+    assert await sync_to_async(add, thread_sensitive=False, executor=pool)(1, 2) == 3
+    assert await sync_to_async(add)(3, 4) == 7
+    assert [executor for executor, _ in submitted] == [
+        pool,
+        SyncToAsync.single_thread_executor,
+    ]
+    assert all(is_thread_handler_job(fn) for _, fn in submitted)
+
+
+def test_an_instrumented_current_thread_executor_submit_sees_each_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    submitted: list[Any] = []
+    original = CurrentThreadExecutor.submit
+
+    def recording_submit(
+        self: CurrentThreadExecutor, fn: Any, /, *args: Any, **kwargs: Any
+    ) -> Any:
+        submitted.append(fn)
+        return original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(CurrentThreadExecutor, "submit", recording_submit)
+
+    async def inner() -> threading.Thread:
+        return await sync_to_async(threading.current_thread)()
+
+    assert async_to_sync(inner)() is threading.current_thread()
+    assert len(submitted) == 1
+    assert is_thread_handler_job(submitted[0])
+
+
+@pytest.mark.parametrize("thread_sensitive", [True, False])
+async def test_keywords_named_like_thread_handler_parameters_reach_the_function(
+    thread_sensitive: bool,
+) -> None:
+    def echo(**kwargs: Any) -> dict[str, Any]:
+        return kwargs
+
+    keywords = {"loop": 1, "exc_info": 2, "task_context": 3, "func": 4, "args": 5}
+    wrapper = sync_to_async(echo, thread_sensitive=thread_sensitive)
+    assert await wrapper(**keywords) == keywords
 
 
 # Results and errors

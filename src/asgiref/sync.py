@@ -304,10 +304,21 @@ def _queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
 class _SyncCall:
     """One ``sync_to_async`` call on its way through an executor.
 
-    The worker thread calls ``run()``; the outcome comes back through
-    ``loop.call_soon_threadsafe`` and completes ``waiter``, which the calling
-    task awaits. The outcome lives here rather than in the waiter, so that the
-    caller can stop waiting (cancellation) and still collect it later.
+    Every call runs as upstream runs it, through
+    ``thread_handler(loop, exc_info, task_context, func, child)``, so that
+    subclasses and instrumentation overriding that method see each call, and
+    tools looking for its frame on the worker thread's stack find it. It gets
+    to the worker in one of two ways:
+
+    - Queued directly (``_start``'s fast paths): the worker calls ``run()``,
+      and the outcome comes back through ``loop.call_soon_threadsafe`` and
+      completes ``waiter``, which the calling task awaits.
+    - Otherwise through ``loop.run_in_executor()``, as upstream does, with a
+      ``functools.partial`` of ``thread_handler`` (``job()``); the outcome
+      comes back through the future that returns (``job_done``).
+
+    The outcome lives here rather than in the waiter, so that the caller can
+    stop waiting (cancellation) and still collect it later.
     """
 
     __slots__ = (
@@ -319,6 +330,7 @@ class _SyncCall:
         "kwargs",
         "loop",
         "ok",
+        "owner",
         "result",
         "settled",
         "task_context",
@@ -330,6 +342,7 @@ class _SyncCall:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        owner: SyncToAsync[..., Any],
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -338,6 +351,8 @@ class _SyncCall:
         handler: Callable[..., Any] | None,
     ) -> None:
         self.loop = loop
+        self.owner = owner
+        # None: SyncToAsync's own thread_handler, called unbound.
         self.handler = handler
         self.func = func
         self.args = args
@@ -370,70 +385,95 @@ class _SyncCall:
         self._fail_unless_started(exception)
 
     def _fail_unless_started(self, exception: BaseException) -> bool:
-        try:
-            self.unclaimed.pop()
-        except IndexError:
+        if not self._claim():
             return False  # a worker has it
         self._report(False, exception)
         return True
 
-    def run(self, *_: object) -> None:
-        """Run the sync function on this (worker) thread."""
-        __traceback_hide__ = True  # noqa: F841
+    def _claim(self) -> bool:
+        """Take the call to run it; False if it was cancelled before it started."""
         try:
             self.unclaimed.pop()
         except IndexError:
-            return  # cancelled before it started
-        # async_to_sync inside the function finds its way back to our loop
-        # through the thread-local. It is emptied afterwards, so that a later,
-        # unrelated use of this thread does not find a stale loop there.
+            return False
+        return True
+
+    def _handler_arguments(
+        self,
+    ) -> tuple[
+        asyncio.AbstractEventLoop,
+        tuple[Any, Any, Any],
+        list[asyncio.Task[Any]],
+        Callable[..., Any],
+        functools.partial[Any],
+    ]:
+        """``thread_handler``'s arguments. The call's own are bound in
+        ``child``, so that none can clash with ``thread_handler``'s names."""
+        exception = self.exception
+        exc_info = (
+            _NO_EXC_INFO
+            if exception is None
+            else (type(exception), exception, exception.__traceback__)
+        )
+        child = functools.partial(self.func, *self.args, **self.kwargs)
+        return self.loop, exc_info, self.task_context, self.context.run, child
+
+    def _outcome(
+        self, handler: Callable[..., Any], arguments: tuple[Any, ...]
+    ) -> tuple[bool, Any]:
+        """Call ``handler(*arguments)`` on this (worker) thread, on the
+        caller's behalf; return whether it returned, and what it returned or
+        raised."""
+        __traceback_hide__ = True  # noqa: F841
+        # thread_handler leaves the loop in the thread-local for async_to_sync
+        # inside the function. Restoring what was there before (an outer call
+        # on the same thread, or nothing) means a later, unrelated use of
+        # this thread does not find a stale loop there.
         state = SyncToAsync.threadlocal.__dict__
         nested = state.copy() if state else None
         own_token = _affinity.token
         _affinity.token = self.token
         try:
-            if self.handler is not None:
-                result = self._run_through_handler(self.handler)
-            else:
-                state["main_event_loop"] = self.loop
-                state["main_event_loop_pid"] = _pid
-                state["task_context"] = self.task_context
-                if self.exception is None:
-                    result = self.context.run(self.func, *self.args, **self.kwargs)
-                else:
-                    result = self.context.run(
-                        _raise_then_call,
-                        self.exception,
-                        self.func,
-                        *self.args,
-                        **self.kwargs,
-                    )
+            return True, handler(*arguments)
         except BaseException as exc:
-            ok, result = False, exc
-        else:
-            ok = True
+            return False, exc
         finally:
             _affinity.token = own_token
             state.clear()
             if nested:
                 state.update(nested)
-        self._report(ok, result)
 
-    def _run_through_handler(self, handler: Callable[..., Any]) -> Any:
-        """Run the call through an overridden or wrapped ``thread_handler``.
+    def run(self, *_: object) -> None:
+        """Run the call on this (worker) thread and report its outcome."""
+        __traceback_hide__ = True  # noqa: F841
+        if not self._claim():
+            return
+        handler = self.handler
+        arguments = self._handler_arguments()
+        if handler is None:
+            handler = _BASE_THREAD_HANDLER
+            arguments = (self.owner, *arguments)
+        self._report(*self._outcome(handler, arguments))
 
-        Subclasses (Channels' ``DatabaseSyncToAsync``) and instrumentation
-        (APM agents) hook that method, so it must see the call as upstream
-        makes it: ``thread_handler(loop, exc_info, task_context, func, child)``.
-        """
-        exception = self.exception
-        exc_info = (
-            (None, None, None)
-            if exception is None
-            else (type(exception), exception, exception.__traceback__)
-        )
-        child = functools.partial(self.func, *self.args, **self.kwargs)
-        return handler(self.loop, exc_info, self.task_context, self.context.run, child)
+    def job(self) -> _ThreadHandlerJob:
+        """What upstream hands to ``loop.run_in_executor()``: ``thread_handler``
+        bound to its arguments."""
+        handler = self.handler
+        if handler is None:
+            handler = _BASE_THREAD_HANDLER.__get__(self.owner)
+        job = _ThreadHandlerJob(handler, *self._handler_arguments())
+        job.call = self
+        return job
+
+    def job_done(self, future: asyncio.Future[Any]) -> None:
+        """Done-callback of ``job()``'s future: settle with its outcome."""
+        self.unclaimed.clear()  # too late to start now, if it never did
+        if future.cancelled():
+            self._settle(False, asyncio.CancelledError())
+        elif (exception := future.exception()) is not None:
+            self._settle(False, exception)
+        else:
+            self._settle(True, future.result())
 
     def _report(self, ok: bool, result: Any) -> None:
         try:  # noqa: SIM105  # contextlib.suppress() costs more on this hot path
@@ -442,19 +482,13 @@ class _SyncCall:
             pass  # the loop is closed: nobody is left waiting for this
 
     def _settle(self, ok: bool, result: Any) -> None:
+        if self.settled:
+            return  # a cancellation reported first; the same outcome follows
         self.settled = True
         self.ok = ok
         self.result = result
         if not self.waiter.done():
             self.waiter.set_result(None)
-
-    def executor_done(self, future: Future[Any] | asyncio.Future[Any]) -> None:
-        """Done-callback for executors reached through ``submit()``: report a
-        call that the executor dropped (cancelled, or failed) without running."""
-        if future.cancelled():
-            self.set_exception(asyncio.CancelledError())
-        elif (exception := future.exception()) is not None:
-            self.set_exception(exception)
 
     def raise_exception(self) -> NoReturn:
         """Raise the exception a settled call failed with."""
@@ -467,26 +501,64 @@ class _SyncCall:
             del exception
 
 
+class _ThreadHandlerJob(functools.partial[Any]):
+    """``thread_handler`` bound to one call's arguments, as upstream hands it
+    to ``loop.run_in_executor()`` (tools recognise it by that shape). Calling
+    it runs the call as ``_SyncCall.run`` does, but returns or raises the
+    outcome, for the executor's future to carry."""
+
+    call: _SyncCall
+
+    def __call__(self, /, *args: Any) -> Any:
+        __traceback_hide__ = True  # noqa: F841
+        call = self.call
+        if not call._claim():
+            raise asyncio.CancelledError  # cancelled before it started
+        ok, result = call._outcome(super().__call__, args)
+        if ok:
+            return result
+        if isinstance(result, StopIteration):
+            # An asyncio future cannot hold StopIteration, and the caller
+            # would wait forever. This is what run()'s report becomes in the
+            # caller's coroutine.
+            raise RuntimeError("coroutine raised StopIteration") from result
+        try:
+            raise result
+        finally:
+            del result  # no reference cycle through the traceback
+
+
+_NO_EXC_INFO = (None, None, None)
+_STOCK_RUN_IN_EXECUTOR = asyncio.BaseEventLoop.run_in_executor
+_CURRENT_THREAD_SUBMIT = CurrentThreadExecutor.submit
+
+
 def _start(
     call: _SyncCall, executor: Executor | None, loop: asyncio.AbstractEventLoop
 ) -> None:
-    """Hand ``call`` to ``executor`` (None: the loop's default executor)."""
-    if type(executor) is CurrentThreadExecutor:
-        executor._enqueue(call)
-        return
-    if executor is None:
-        default = getattr(loop, "_default_executor", None)
-        if (
-            type(default) is ThreadPoolExecutor
-            and not getattr(loop, "_executor_shutdown_called", True)
-            and _queue_on_pool(default, call)
-        ):
+    """Hand ``call`` to ``executor`` (None: the loop's default executor).
+
+    Upstream goes through ``loop.run_in_executor()`` and the executor's
+    ``submit()``, and tools hook either one (to record or time submissions,
+    or to carry context along). Only where neither is hooked, and both are
+    the stdlib's or asgiref's own, is the call queued directly.
+    """
+    if getattr(loop.run_in_executor, "__func__", None) is _STOCK_RUN_IN_EXECUTOR:
+        if type(executor) is CurrentThreadExecutor:
+            if CurrentThreadExecutor.submit is _CURRENT_THREAD_SUBMIT:
+                executor._enqueue(call)
+                return
+        elif executor is None:
+            default = getattr(loop, "_default_executor", None)
+            if (
+                type(default) is ThreadPoolExecutor
+                and not getattr(loop, "_executor_shutdown_called", True)
+                and _queue_on_pool(default, call)
+            ):
+                return
+        elif type(executor) is ThreadPoolExecutor and _queue_on_pool(executor, call):
             return
-        loop.run_in_executor(None, call.run).add_done_callback(call.executor_done)
-        return
-    if type(executor) is ThreadPoolExecutor and _queue_on_pool(executor, call):
-        return
-    executor.submit(call.run).add_done_callback(call.executor_done)
+    loop.run_in_executor(executor, call.job()).add_done_callback(call.job_done)
 
 
 def _check_executor(executor: object) -> None:
@@ -714,7 +786,9 @@ class SyncToAsync(Generic[_P, _R]):
                 func = hook("sync_to_async", func, func, self._thread_sensitive)
             else:
                 handler = hook("sync_to_async", func, handler, self._thread_sensitive)
-        call = _SyncCall(loop, func, args, kwargs, context, sys.exc_info()[1], handler)
+        call = _SyncCall(
+            loop, self, func, args, kwargs, context, sys.exc_info()[1], handler
+        )
         try:
             _start(call, executor, loop)
             try:
@@ -811,15 +885,19 @@ class SyncToAsync(Generic[_P, _R]):
         *args: Any,
         **kwargs: Any,
     ) -> _R:
-        """Run ``func(*args, **kwargs)`` as a worker thread does for a call.
+        """Run ``func(*args, **kwargs)`` on the worker thread, for one call.
 
-        Kept for code that calls it directly; calls made through
-        ``__call__`` take a faster route with the same effect.
+        Every call goes through here, on the worker thread, as
+        ``thread_handler(loop, exc_info, task_context, func, child)``: it notes
+        ``loop`` in ``threadlocal`` for ``async_to_sync`` inside the function,
+        and re-raises ``exc_info``'s exception around the call. Subclasses
+        override it to wrap each call (Channels closes database connections).
         """
         __traceback_hide__ = True  # noqa: F841
-        self.threadlocal.main_event_loop = loop
-        self.threadlocal.main_event_loop_pid = os.getpid()
-        self.threadlocal.task_context = task_context
+        threadlocal = self.threadlocal
+        threadlocal.main_event_loop = loop
+        threadlocal.main_event_loop_pid = _pid
+        threadlocal.task_context = task_context
         if exc_info[1] is not None:
             return _raise_then_call(exc_info[1], func, *args, **kwargs)
         return func(*args, **kwargs)
