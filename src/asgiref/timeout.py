@@ -1,7 +1,6 @@
 """A deadline for a block of asyncio code; deprecated in favour of ``asyncio.timeout``."""
 
 import asyncio
-import sys
 import warnings
 from types import TracebackType
 from typing import TypeVar
@@ -66,8 +65,11 @@ class _Deadline:
         self._task = asyncio.current_task(self._loop)
         if self._task is None:
             raise RuntimeError("Timeout context manager should be used inside a task")
-        if sys.version_info >= (3, 11):  # pragma: no branch
-            self._cancelling = self._task.cancelling()
+        # Tasks count cancellation requests from Python 3.11 on; on 3.10,
+        # only some test runners' backported tasks do.
+        cancelling = getattr(self._task, "cancelling", None)
+        if cancelling is not None:  # pragma: no branch - measured on 3.11
+            self._cancelling = cancelling()
         if self._timeout <= 0:
             self._loop.call_soon(self._cancel_task)
             return self
@@ -83,13 +85,12 @@ class _Deadline:
             self._cancel_handler = None
         if not self._cancelled:
             return
-        if sys.version_info >= (3, 11):  # pragma: no branch
-            # Withdraw our own cancellation request, even when the block
-            # swallowed it, so the task is not left "cancelling"; if someone
-            # else's remains, let it propagate.
-            assert task is not None
-            if task.uncancel() > self._cancelling:
-                return
+        # Withdraw our own cancellation request, even when the block swallowed
+        # it, so the task is not left "cancelling"; if someone else's remains,
+        # let it propagate.
+        uncancel = getattr(task, "uncancel", None)
+        if uncancel is not None and uncancel() > self._cancelling:
+            return
         if exc_type is asyncio.CancelledError:
             raise TimeoutError
 
