@@ -543,6 +543,25 @@ def test_a_patched_new_event_loop_is_honoured(
     assert loop.is_closed()
 
 
+def test_a_patched_asyncio_run_runs_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Upstream starts each call's loop with asyncio.run, looked up per call.
+    ran: list[threading.Thread] = []
+    stock_run = asyncio.run
+
+    def recording_run(main: Any, **kwargs: Any) -> Any:
+        ran.append(threading.current_thread())
+        return stock_run(main, **kwargs)
+
+    monkeypatch.setattr(asyncio, "run", recording_run)
+    first = async_to_sync(running_loop)()
+    second = async_to_sync(running_loop)()
+    assert first is not second
+    assert first.is_closed()
+    assert second.is_closed()
+    assert len(ran) == 2
+    assert threading.current_thread() not in ran
+
+
 async def test_inside_sync_to_async_runs_on_the_outer_loop() -> None:
     outer = asyncio.get_running_loop()
     wrapper = async_to_sync(running_loop)

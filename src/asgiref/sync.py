@@ -1222,6 +1222,7 @@ class _LoopThreadEventLoop(asyncio.SelectorEventLoop):
 
 
 _stock_new_event_loop = asyncio.events.new_event_loop
+_stock_asyncio_run = asyncio.run
 # Looked up by name: Python 3.14 deprecates the policy getter (the private
 # one it keeps does not warn) and renames the policies' base class, and a
 # later version without policies has neither.
@@ -1267,7 +1268,13 @@ def _run_in_fresh_loop(main: Coroutine[Any, Any, None]) -> None:
     one turn of the loop that ``asyncio.run``'s stop gives it, then left-over
     tasks are cancelled (before they get another step) and awaited, and the
     loop is closed. Runs on a loop thread (see ``_new_event_loop``).
+
+    Where ``asyncio.run`` has been replaced (a test spy, nest_asyncio), the
+    replacement is called, as upstream calls it.
     """
+    if asyncio.run is not _stock_asyncio_run:
+        asyncio.run(main)
+        return
     loop = _new_event_loop()
     try:
         asyncio.set_event_loop(loop)
