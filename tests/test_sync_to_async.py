@@ -7,7 +7,9 @@ import contextvars
 import functools
 import gc
 import inspect
+import subprocess
 import sys
+import textwrap
 import threading
 import traceback
 import weakref
@@ -771,6 +773,89 @@ async def test_a_hooked_run_in_executor_sees_each_call(
             assert executor is SyncToAsync.single_thread_executor
         else:
             assert executor is None
+
+
+def test_hooks_installed_before_asgiref_is_imported_see_each_call() -> None:
+    # APM agents patch at start-up, often before Django imports asgiref.
+    script = textwrap.dedent(
+        """
+        import asyncio, functools
+        from concurrent.futures import ThreadPoolExecutor
+
+        seen = []
+        def spy(name, original):
+            @functools.wraps(original)
+            def wrapper(*args, **kwargs):
+                seen.append(name)
+                return original(*args, **kwargs)
+            return wrapper
+        asyncio.BaseEventLoop.run_in_executor = spy(
+            "run_in_executor", asyncio.BaseEventLoop.run_in_executor
+        )
+        ThreadPoolExecutor.submit = spy("submit", ThreadPoolExecutor.submit)
+
+        from asgiref.sync import sync_to_async
+
+        async def main():
+            assert await sync_to_async(abs)(-1) == 1
+            assert await sync_to_async(abs, thread_sensitive=False)(-2) == 2
+        asyncio.run(main())
+        print(seen)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert result.stdout.split() == [
+        "['run_in_executor',",
+        "'submit',",
+        "'run_in_executor',",
+        "'submit']",
+    ]
+
+
+async def test_an_instrumented_pool_instance_submit_sees_each_call(
+    monkeypatch: pytest.MonkeyPatch, pool: ThreadPoolExecutor
+) -> None:
+    submitted: list[Any] = []
+    original = pool.submit
+
+    def recording_submit(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        submitted.append(fn)
+        return original(fn, *args, **kwargs)
+
+    monkeypatch.setattr(pool, "submit", recording_submit)
+    wrapper = sync_to_async(add, thread_sensitive=False, executor=pool)
+    assert await wrapper(1, 2) == 3
+    assert len(submitted) == 1
+    assert is_thread_handler_job(submitted[0])
+
+
+def test_on_an_extension_event_loop_calls_run_and_its_hooks_see_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        assert await sync_to_async(stack_has_thread_handler)()
+        assert await sync_to_async(stack_has_thread_handler, thread_sensitive=False)()
+
+    uvloop.run(main())
+    seen: list[Any] = []
+    original = uvloop.Loop.run_in_executor
+
+    def recording(self: Any, executor: Any, fn: Any, *args: Any) -> Any:
+        seen.append(fn)
+        return original(self, executor, fn, *args)
+
+    monkeypatch.setattr(uvloop.Loop, "run_in_executor", recording)
+    uvloop.run(main())
+    assert len(seen) == 2
+    assert all(is_thread_handler_job(fn) for fn in seen)
 
 
 async def test_an_instrumented_thread_pool_submit_sees_each_call(

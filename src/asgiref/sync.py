@@ -230,8 +230,49 @@ def _raise_then_call(
 # skips submit()'s Future, and our call reports its outcome to the event loop
 # itself. This is done only for the exact stdlib class with the stdlib
 # submit(): subclasses and instrumented executors go through submit().
+#
+# Upstream hands every call to loop.run_in_executor(), which calls the
+# executor's submit(); tools replace either one, on the class or on the
+# object, to record, time or trace the work. Queuing directly skips both, so
+# it is done only while both are the originals: a plain function compiled
+# from the defining module's own source file. A replacement or a wrapper
+# (wrapt's, or one made with functools.wraps) is not one, whether it was
+# installed before asgiref was imported or after.
 
-_POOL_SUBMIT = ThreadPoolExecutor.submit
+# id -> method, for the originals seen so far; holding them keeps ids unique.
+_originals: dict[int, object] = {}
+_IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: no attribute can be replaced
+_BASE_EVENTS_FILE = asyncio.base_events.__file__
+
+
+def _is_original(method: object, module_file: str | None) -> bool:
+    """Whether ``method`` is the function ``module_file`` defines, unreplaced."""
+    if id(method) in _originals:
+        return True
+    if type(method) is not FunctionType or method.__code__.co_filename != module_file:
+        return False
+    _originals[id(method)] = method
+    return True
+
+
+def _plain_run_in_executor(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop.run_in_executor`` is its loop class's own, unreplaced:
+    asyncio's, or that of an extension loop class (uvloop's), which cannot be
+    replaced in place."""
+    loop_type = type(loop)
+    method = loop_type.run_in_executor
+    if not _is_original(method, _BASE_EVENTS_FILE):
+        # The class it comes from: every loop class has one, AbstractEventLoop.
+        owner = next(k for k in loop_type.__mro__ if "run_in_executor" in vars(k))
+        if (
+            vars(owner)["run_in_executor"] is not method
+            or not owner.__flags__ & _IMMUTABLE_TYPE
+        ):
+            return False
+        _originals[id(method)] = method
+    return "run_in_executor" not in getattr(loop, "__dict__", ())
+
+
 # A named probe: an unnamed pool would take a number from the counter that
 # names pools' threads ("ThreadPoolExecutor-N_0"), and every pool made after
 # importing this module would be named differently than with upstream.
@@ -285,7 +326,11 @@ class _IdleCount:
 
 def _queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
     """Queue ``item`` on ``pool`` the way ``submit()`` would; False if it can't."""
-    if not _POOL_INTERNALS or ThreadPoolExecutor.submit is not _POOL_SUBMIT:
+    if (
+        not _POOL_INTERNALS
+        or not _is_original(ThreadPoolExecutor.submit, _cf_thread.__file__)
+        or "submit" in vars(pool)
+    ):
         return False
     with pool._shutdown_lock, _cf_thread._global_shutdown_lock:  # type: ignore[attr-defined]
         if pool._broken or pool._shutdown or _cf_thread._shutdown:  # type: ignore[attr-defined]
@@ -515,6 +560,9 @@ class _ThreadHandlerJob(functools.partial[Any]):
         if not call._claim():
             raise asyncio.CancelledError  # cancelled before it started
         ok, result = call._outcome(super().__call__, args)
+        # Report at once, as run() does: the executor's future reaches the
+        # loop a turn later (job_done then finds the call settled).
+        call._report(ok, result)
         if ok:
             return result
         if isinstance(result, StopIteration):
@@ -529,8 +577,7 @@ class _ThreadHandlerJob(functools.partial[Any]):
 
 
 _NO_EXC_INFO = (None, None, None)
-_STOCK_RUN_IN_EXECUTOR = asyncio.BaseEventLoop.run_in_executor
-_CURRENT_THREAD_SUBMIT = CurrentThreadExecutor.submit
+_current_thread_executor_file = sys.modules[CurrentThreadExecutor.__module__].__file__
 
 
 def _start(
@@ -543,9 +590,11 @@ def _start(
     or to carry context along). Only where neither is hooked, and both are
     the stdlib's or asgiref's own, is the call queued directly.
     """
-    if getattr(loop.run_in_executor, "__func__", None) is _STOCK_RUN_IN_EXECUTOR:
+    if _plain_run_in_executor(loop):
         if type(executor) is CurrentThreadExecutor:
-            if CurrentThreadExecutor.submit is _CURRENT_THREAD_SUBMIT:
+            if _is_original(
+                CurrentThreadExecutor.submit, _current_thread_executor_file
+            ) and "submit" not in vars(executor):
                 executor._enqueue(call)
                 return
         elif executor is None:
