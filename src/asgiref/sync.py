@@ -358,9 +358,11 @@ class _SyncCall:
     - Queued directly (``_start``'s fast paths): the worker calls ``run()``,
       and the outcome comes back through ``loop.call_soon_threadsafe`` and
       completes ``waiter``, which the calling task awaits.
-    - Otherwise through ``loop.run_in_executor()``, as upstream does, with a
-      ``functools.partial`` of ``thread_handler`` (``job()``); the outcome
-      comes back through the future that returns (``job_done``).
+    - Otherwise as upstream hands it over, a ``functools.partial`` of
+      ``thread_handler`` (``job()``) given to ``loop.run_in_executor()`` or,
+      when only the executor is not the stdlib's, to its ``submit()``. The
+      job reports as ``run()`` does; the future only tells of a job that
+      never ran (``job_done``).
 
     The outcome lives here rather than in the waiter, so that the caller can
     stop waiting (cancellation) and still collect it later.
@@ -510,15 +512,14 @@ class _SyncCall:
         job.call = self
         return job
 
-    def job_done(self, future: asyncio.Future[Any]) -> None:
-        """Done-callback of ``job()``'s future: settle with its outcome."""
-        self.unclaimed.clear()  # too late to start now, if it never did
+    def job_done(self, future: Future[Any] | asyncio.Future[Any]) -> None:
+        """Done-callback of the future ``job()`` went into, on any thread: a
+        job that ran has reported already; report one the executor dropped
+        without running it (cancelled, or its pool broke)."""
         if future.cancelled():
-            self._settle(False, asyncio.CancelledError())
+            self._fail_unless_started(asyncio.CancelledError())
         elif (exception := future.exception()) is not None:
-            self._settle(False, exception)
-        else:
-            self._settle(True, future.result())
+            self._fail_unless_started(exception)
 
     def _report(self, ok: bool, result: Any) -> None:
         try:  # noqa: SIM105  # contextlib.suppress() costs more on this hot path
@@ -527,8 +528,6 @@ class _SyncCall:
             pass  # the loop is closed: nobody is left waiting for this
 
     def _settle(self, ok: bool, result: Any) -> None:
-        if self.settled:
-            return  # a cancellation reported first; the same outcome follows
         self.settled = True
         self.ok = ok
         self.result = result
@@ -552,6 +551,7 @@ class _ThreadHandlerJob(functools.partial[Any]):
     it runs the call as ``_SyncCall.run`` does, but returns or raises the
     outcome, for the executor's future to carry."""
 
+    __slots__ = ("call",)
     call: _SyncCall
 
     def __call__(self, /, *args: Any) -> Any:
@@ -560,8 +560,8 @@ class _ThreadHandlerJob(functools.partial[Any]):
         if not call._claim():
             raise asyncio.CancelledError  # cancelled before it started
         ok, result = call._outcome(super().__call__, args)
-        # Report at once, as run() does: the executor's future reaches the
-        # loop a turn later (job_done then finds the call settled).
+        # Report at once, as run() does: the executor's future would reach
+        # the loop a turn later.
         call._report(ok, result)
         if ok:
             return result
@@ -606,6 +606,11 @@ def _start(
             ):
                 return
         elif type(executor) is ThreadPoolExecutor and _queue_on_pool(executor, call):
+            return
+        if executor is not None:
+            # What run_in_executor() would do, without wrapping the future
+            # in an asyncio one that nobody awaits.
+            executor.submit(call.job()).add_done_callback(call.job_done)
             return
     loop.run_in_executor(executor, call.job()).add_done_callback(call.job_done)
 
