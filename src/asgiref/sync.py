@@ -445,6 +445,12 @@ class _SyncCall:
             return False
         return True
 
+    def _exc_info(self) -> tuple[Any, Any, Any]:
+        exception = self.exception
+        if exception is None:
+            return _NO_EXC_INFO
+        return type(exception), exception, exception.__traceback__
+
     def _handler_arguments(
         self,
     ) -> tuple[
@@ -456,14 +462,8 @@ class _SyncCall:
     ]:
         """``thread_handler``'s arguments. The call's own are bound in
         ``child``, so that none can clash with ``thread_handler``'s names."""
-        exception = self.exception
-        exc_info = (
-            _NO_EXC_INFO
-            if exception is None
-            else (type(exception), exception, exception.__traceback__)
-        )
         child = functools.partial(self.func, *self.args, **self.kwargs)
-        return self.loop, exc_info, self.task_context, self.context.run, child
+        return self.loop, self._exc_info(), self.task_context, self.context.run, child
 
     def _outcome(
         self, handler: Callable[..., Any], arguments: tuple[Any, ...]
@@ -496,11 +496,29 @@ class _SyncCall:
         if not self._claim():
             return
         handler = self.handler
-        arguments = self._handler_arguments()
-        if handler is None:
+        if handler is not None:
+            arguments = self._handler_arguments()
+        elif self.kwargs:
             handler = _BASE_THREAD_HANDLER
-            arguments = (self.owner, *arguments)
-        self._report(*self._outcome(handler, arguments))
+            arguments = (self.owner, *self._handler_arguments())
+        else:
+            # Positional arguments cannot clash with thread_handler's own
+            # names, so they go to it as they are, without a child partial.
+            handler = _BASE_THREAD_HANDLER
+            arguments = (
+                self.owner,
+                self.loop,
+                self._exc_info(),
+                self.task_context,
+                self.context.run,
+                self.func,
+                *self.args,
+            )
+        ok, result = self._outcome(handler, arguments)
+        # Freed before the report wakes the loop thread, which would otherwise
+        # wait for the GIL while this one deallocates them.
+        del handler, arguments
+        self._report(ok, result)
 
     def job(self) -> _ThreadHandlerJob:
         """What upstream hands to ``loop.run_in_executor()``: ``thread_handler``
