@@ -320,7 +320,13 @@ async def test_application_waits_for_the_whole_body() -> None:
     await communicator.send_input({"type": "http.request", "body": b"b"})
     assert (await communicator.receive_output(BOUND))["type"] == "http.response.start"
     assert app.input == b"ab"
-    communicator.stop()
+    # Let the response finish: stopping now could end the loop while the
+    # worker thread is still sending, and upstream's worker then waits for
+    # that loop forever, blocking every later thread-sensitive call.
+    while (message := await communicator.receive_output(BOUND)).get("more_body"):
+        pass
+    assert message["type"] == "http.response.body"
+    await communicator.wait(BOUND)
 
 
 # Refusals
