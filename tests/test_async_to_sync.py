@@ -652,6 +652,57 @@ def test_sync_code_that_outlived_its_loop_gets_a_clear_error() -> None:
         outcome.result(timeout=0)
 
 
+async def test_a_slow_coroutine_on_the_outer_loop_is_waited_for() -> None:
+    async def slow() -> str:
+        await asyncio.sleep(0.6)  # longer than any internal polling interval
+        return "done"
+
+    assert await sync_to_async(async_to_sync(slow))() == "done"
+
+
+@pytest.mark.asgire_only
+@pytest.mark.parametrize("thread_sensitive", [False, True])
+def test_a_loop_closing_under_a_waiting_call_frees_the_sync_thread(
+    thread_sensitive: bool,
+) -> None:
+    # Upstream's sync thread waits forever for a coroutine its loop dropped
+    # at close; a thread-sensitive one then blocks every later such call.
+    outcome: Future[Any] = Future()
+    loop = asyncio.new_event_loop()
+
+    async def never_finishes(entered: asyncio.Event) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    def waits_on_the_loop(entered: asyncio.Event) -> None:
+        try:
+            outcome.set_result(async_to_sync(never_finishes)(entered))
+        except BaseException as exc:
+            outcome.set_exception(exc)
+
+    async def main() -> None:
+        entered = asyncio.Event()
+        # Left running on purpose: the loop closes under both calls.
+        leftover.append(
+            asyncio.ensure_future(
+                sync_to_async(waits_on_the_loop, thread_sensitive=thread_sensitive)(
+                    entered
+                )
+            )
+        )
+        await entered.wait()
+
+    leftover: list[asyncio.Future[None]] = []
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    with pytest.raises(RuntimeError, match="closed before the coroutine finished"):
+        outcome.result(timeout=10)
+    # The thread is free again: the next thread-sensitive call runs.
+    assert asyncio.run(sync_to_async(threading.get_ident)())
+
+
 async def test_force_new_loop_ignores_the_outer_loop() -> None:
     outer = asyncio.get_running_loop()
     outer_thread = threading.current_thread()

@@ -255,6 +255,20 @@ def test_overridden_thread_handler_sees_the_caller_exception() -> None:
     assert isinstance(captured[0], KeyError)
 
 
+@pytest.mark.asgire_only
+def test_a_report_that_came_in_time_is_kept_when_the_wait_gives_up() -> None:
+    # The waiting thread gives up once the loop has closed; a report that
+    # arrived just before then is still the call's outcome.
+    outcome: Any = sync._Outcome(None)
+    outcome.set_result("reported")
+    outcome.fail_unreported(RuntimeError("closed"))
+    assert outcome.result() == "reported"
+    unreported: Any = sync._Outcome(None)
+    unreported.fail_unreported(RuntimeError("closed"))
+    with pytest.raises(RuntimeError, match="closed"):
+        unreported.result()
+
+
 # -- fork() -----------------------------------------------------------------------
 
 

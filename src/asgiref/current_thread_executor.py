@@ -13,13 +13,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 __all__ = ["CurrentThreadExecutor"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+# Seconds between checks that a wait can still end (_run_until_finished).
+_GONE_CHECK_INTERVAL = 0.25
 
 
 class _Runnable(Protocol):
@@ -84,12 +87,32 @@ class CurrentThreadExecutor(Executor):
         future.add_done_callback(self._finish)
         self._run_until_finished()
 
-    def _run_until_finished(self) -> None:
-        """Run submitted work until ``_finish()`` is called (from any thread)."""
+    def _run_until_finished(self, gone: Callable[[], bool] | None = None) -> bool:
+        """Run submitted work until ``_finish()`` is called (from any thread).
+
+        With ``gone``, also stop once it returns True, checked whenever no
+        work has come for a while: when whatever was to call ``_finish()``
+        can no longer do so. Returns False if that is how it stopped.
+        """
         get = self._work_items.get
-        while (work_item := get()) is not None:
+        if gone is None:
+            while (work_item := get()) is not None:
+                work_item.run()
+                del work_item  # do not keep the last item's result alive while idle
+            return True
+        finished = True
+        while True:
+            try:
+                work_item = get(timeout=_GONE_CHECK_INTERVAL)
+            except Empty:
+                if gone():
+                    finished = False
+                    self._finish()  # run what was queued before it, then stop
+                continue
+            if work_item is None:
+                return finished
             work_item.run()
-            del work_item  # do not keep the last item's result alive while idle
+            del work_item
 
     def _finish(self, _: object = None) -> None:
         with self._lock:

@@ -1416,11 +1416,12 @@ class _Outcome(Generic[_R]):
     condition variable that nobody waits on, at several times the cost.
     """
 
-    __slots__ = ("_failure", "_on_done", "_result", "task")
+    __slots__ = ("_failure", "_on_done", "_result", "reported", "task")
 
     def __init__(self, on_done: Callable[[], object] | None) -> None:
         self._on_done = on_done
         self._result: Any = None
+        self.reported = False
         # The task reporting here, when it carries the report_cancellation
         # callback (see _start_task).
         self.task: asyncio.Future[Any] | None = None
@@ -1445,6 +1446,7 @@ class _Outcome(Generic[_R]):
     ) -> None:
         self._failure = failure
         self._result = result
+        self.reported = True
         task = self.task
         if task is not None:
             # Whichever report comes first is the only one: once the
@@ -1455,6 +1457,12 @@ class _Outcome(Generic[_R]):
             task.remove_done_callback(self.report_cancellation)
         if self._on_done is not None:
             self._on_done()
+
+    def fail_unreported(self, failure: BaseException) -> None:
+        """Make ``result()`` raise ``failure`` if no report has come (and,
+        the loop being closed, none ever will)."""
+        if not self.reported:
+            self._failure = failure
 
     def result(self) -> _R:
         """The coroutine's result, or raise what it raised."""
@@ -1560,7 +1568,16 @@ class AsyncToSync(Generic[_P, _R]):
                 main_loop.call_soon_threadsafe(
                     _start_task, main_loop, awaitable, call_result
                 )
-                current_executor._run_until_finished()
+                # A loop that closes with the call's task unfinished (or not
+                # yet created) never reports; waiting on would block this
+                # thread, and the executor it belongs to, for good.
+                if not current_executor._run_until_finished(main_loop.is_closed):
+                    call_result.fail_unreported(
+                        RuntimeError(
+                            "The event loop running the coroutine passed to "
+                            "async_to_sync closed before the coroutine finished"
+                        )
+                    )
         finally:
             _merge_context(context[0])
             self.executors.current = old_executor
