@@ -235,9 +235,10 @@ def _raise_then_call(
 # executor's submit(); tools replace either one, on the class or on the
 # object, to record, time or trace the work. Queuing directly skips both, so
 # it is done only while both are the originals: a plain function compiled
-# from the defining module's own source file. A replacement or a wrapper
-# (wrapt's, or one made with functools.wraps) is not one, whether it was
-# installed before asgiref was imported or after.
+# from the defining module's own source file, or a method of an extension
+# loop class such as uvloop's. A replacement or a wrapper (wrapt's, or one
+# made with functools.wraps) is not one, whether it was installed before
+# asgiref was imported or after.
 
 # id -> method, for the originals seen so far; holding them keeps ids unique.
 _originals: dict[int, object] = {}
@@ -601,13 +602,8 @@ _current_thread_executor_file = sys.modules[CurrentThreadExecutor.__module__].__
 def _start(
     call: _SyncCall, executor: Executor | None, loop: asyncio.AbstractEventLoop
 ) -> None:
-    """Hand ``call`` to ``executor`` (None: the loop's default executor).
-
-    Upstream goes through ``loop.run_in_executor()`` and the executor's
-    ``submit()``, and tools hook either one (to record or time submissions,
-    or to carry context along). Only where neither is hooked, and both are
-    the stdlib's or asgiref's own, is the call queued directly.
-    """
+    """Hand ``call`` to ``executor`` (None: the loop's default executor):
+    directly where nothing is hooked (see above), else as upstream does."""
     if _plain_run_in_executor(loop):
         if type(executor) is CurrentThreadExecutor:
             if _is_original(
