@@ -512,8 +512,9 @@ POOL_CLASSES = pytest.mark.parametrize(
 
 
 @POOL_CLASSES
-async def test_calls_queued_when_the_executor_cancels_its_futures_are_cancelled(
-    pool_class: type[ThreadPoolExecutor],
+@pytest.mark.parametrize("dropped_by", ["executor", "caller"])
+async def test_a_queued_call_that_is_cancelled_never_runs(
+    pool_class: type[ThreadPoolExecutor], dropped_by: str
 ) -> None:
     loop = asyncio.get_running_loop()
     executor = pool_class(max_workers=1)
@@ -534,47 +535,16 @@ async def test_calls_queued_when_the_executor_cancels_its_futures_are_cancelled(
             sync_to_async(ran.append, thread_sensitive=False, executor=executor)("ran")
         )
         await asyncio.sleep(0)  # the queued call reaches the executor
-        executor.shutdown(wait=False, cancel_futures=True)
+        if dropped_by == "executor":
+            executor.shutdown(wait=False, cancel_futures=True)
+        else:
+            queued.cancel()
         with pytest.raises(asyncio.CancelledError):
             await queued
-    finally:
-        release.set()
-        executor.shutdown()
-    await busy
-    assert ran == []
-
-
-@POOL_CLASSES
-async def test_a_queued_call_whose_caller_is_cancelled_never_runs(
-    pool_class: type[ThreadPoolExecutor],
-) -> None:
-    loop = asyncio.get_running_loop()
-    executor = pool_class(max_workers=1)
-    started = asyncio.Event()
-    release = threading.Event()
-    ran: list[str] = []
-
-    def occupy() -> None:
-        loop.call_soon_threadsafe(started.set)
-        assert release.wait(10)
-
-    try:
-        busy = asyncio.ensure_future(
-            sync_to_async(occupy, thread_sensitive=False, executor=executor)()
-        )
-        await started.wait()
-        queued = asyncio.ensure_future(
-            sync_to_async(ran.append, thread_sensitive=False, executor=executor)("ran")
-        )
-        await asyncio.sleep(0)  # the queued call reaches the executor
-        queued.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await queued
-        release.set()
-        await busy
     finally:
         release.set()
         executor.shutdown()  # runs whatever is still queued first
+    await busy
     assert ran == []
 
 
