@@ -95,24 +95,20 @@ class CurrentThreadExecutor(Executor):
         can no longer do so. Returns False if that is how it stopped.
         """
         get = self._work_items.get
-        if gone is None:
-            while (work_item := get()) is not None:
-                work_item.run()
-                del work_item  # do not keep the last item's result alive while idle
-            return True
+        timeout = None if gone is None else _GONE_CHECK_INTERVAL
         finished = True
         while True:
             try:
-                work_item = get(timeout=_GONE_CHECK_INTERVAL)
-            except Empty:
-                if gone():
+                work_item = get(timeout=timeout)
+            except Empty:  # only with a timeout, so only with ``gone``
+                if gone is not None and gone():
                     finished = False
                     self._finish()  # run what was queued before it, then stop
                 continue
             if work_item is None:
                 return finished
             work_item.run()
-            del work_item
+            del work_item  # do not keep the last item's result alive while idle
 
     def _finish(self, _: object = None) -> None:
         with self._lock:
