@@ -10,6 +10,8 @@ from __future__ import annotations
 import gc
 import importlib.metadata
 import os
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -147,6 +149,24 @@ def in_new_thread() -> Callable[..., Any]:
     """``in_new_thread(action, start=threading.Thread)``: run ``action`` in a
     fresh plain thread (made by ``start``) and hand back its outcome."""
     return _run_in_new_thread
+
+
+def _python_output(script: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.split()
+
+
+@pytest.fixture
+def python_output() -> Callable[[str], list[str]]:
+    """``python_output(script)``: run ``script`` in a fresh interpreter (for
+    what must happen before or at import) and return its output's words."""
+    return _python_output
 
 
 def _run_in_forked_child(body: Callable[[], None], timeout: float = 20.0) -> str:

@@ -7,13 +7,12 @@ import contextvars
 import functools
 import gc
 import inspect
-import subprocess
 import sys
 import textwrap
 import threading
 import traceback
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any, cast
@@ -745,7 +744,9 @@ async def test_a_hooked_run_in_executor_sees_each_call(
             assert executor is None
 
 
-def test_hooks_installed_before_asgiref_is_imported_see_each_call() -> None:
+def test_hooks_installed_before_asgiref_is_imported_see_each_call(
+    python_output: Callable[[str], list[str]],
+) -> None:
     # APM agents patch at start-up, often before Django imports asgiref.
     script = textwrap.dedent(
         """
@@ -773,14 +774,7 @@ def test_hooks_installed_before_asgiref_is_imported_see_each_call() -> None:
         print(seen)
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    assert result.stdout.split() == [
+    assert python_output(script) == [
         "['run_in_executor',",
         "'submit',",
         "'run_in_executor',",

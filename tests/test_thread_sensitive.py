@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-import subprocess
-import sys
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -103,7 +101,9 @@ def test_default_single_thread_executor_is_a_one_worker_pool() -> None:
     assert pool._max_workers == 1
 
 
-def test_importing_sync_takes_one_pool_number_for_thread_names() -> None:
+def test_importing_sync_takes_one_pool_number_for_thread_names(
+    python_output: Callable[[str], list[str]],
+) -> None:
     # Thread names like "ThreadPoolExecutor-0_0" show up in logs, and some
     # tools pick the thread-sensitive thread out by its name.
     script = """
@@ -116,14 +116,7 @@ print(asyncio.run(sync_to_async(name)()))
 with ThreadPoolExecutor(max_workers=1) as pool:
     print(pool.submit(name).result())
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert done.stdout.split() == ["ThreadPoolExecutor-0_0", "ThreadPoolExecutor-1_0"]
+    assert python_output(script) == ["ThreadPoolExecutor-0_0", "ThreadPoolExecutor-1_0"]
 
 
 async def test_threadlocal_holds_the_calling_loop_inside_sync_code(
