@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.local import Local
+from asgiref.sync import _restore_context, async_to_sync, sync_to_async
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
 user: contextvars.ContextVar[str] = contextvars.ContextVar("user")
@@ -374,3 +375,45 @@ def test_result_values_are_passed_through_unchanged() -> None:
         return marker
 
     assert async_to_sync(give)() is marker
+
+
+# asgiref.sync._restore_context: private upstream, but imported by code outside
+# asgiref that moves contexts between threads itself.
+
+
+def test_restore_context_applies_the_values_and_local_data_to_this_thread(
+    in_new_thread: Any,
+) -> None:
+    local = Local()
+    local.value = "main"
+    request_id.set("r-main")
+    captured = contextvars.copy_context()
+
+    def elsewhere() -> tuple[tuple[str, str], tuple[str, str]]:
+        before = (getattr(local, "value", "<unset>"), read(request_id))
+        _restore_context(captured)
+        return before, (getattr(local, "value", "<unset>"), read(request_id))
+
+    # A fresh context, whatever threads inherit on this interpreter.
+    seen = in_new_thread(lambda: contextvars.Context().run(elsewhere))
+    assert seen == (("<unset>", "<unset>"), ("main", "r-main"))
+    assert local.value == "main"
+
+
+def test_restore_context_keeps_local_data_from_another_thread_writable(
+    in_new_thread: Any,
+) -> None:
+    local = Local()
+    local.value = "main"
+    captured = contextvars.copy_context()
+
+    def elsewhere() -> tuple[str, str]:
+        _restore_context(captured)
+        local.other = "thread"
+        return local.value, local.other
+
+    assert in_new_thread(lambda: contextvars.Context().run(elsewhere)) == (
+        "main",
+        "thread",
+    )
+    assert (local.value, getattr(local, "other", "<unset>")) == ("main", "<unset>")

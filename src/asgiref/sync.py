@@ -52,6 +52,7 @@ from typing import (
 
 from . import current_thread_executor
 from .current_thread_executor import CurrentThreadExecutor
+from .local import _STATE as _LOCAL_STATE
 from .local import Local, _affinity, _peek
 
 if TYPE_CHECKING:
@@ -210,6 +211,21 @@ def _merge_context(changed: contextvars.Context) -> None:
     for var, value in changed.items():
         if var.get(_MISSING) is not value:
             var.set(value)
+
+
+def _restore_context(context: contextvars.Context) -> None:
+    """Apply ``context``'s values to the current context, as a crossing does
+    when it returns, and make the ``Local`` data among them visible to the
+    current thread.
+
+    asgiref 3.13.0 defines this helper and code outside it imports it; the
+    crossings here don't use it, since they lend the caller's thread affinity
+    to the worker instead (see ``asgiref.local``).
+    """
+    _merge_context(context)
+    snapshot = context.get(_LOCAL_STATE)
+    if snapshot is not None and snapshot[0] is not _affinity.token:
+        _LOCAL_STATE.set((_affinity.token, snapshot[1]))
 
 
 def _raise_then_call(
