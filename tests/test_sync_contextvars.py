@@ -417,3 +417,21 @@ def test_restore_context_keeps_local_data_from_another_thread_writable(
         "thread",
     )
     assert (local.value, getattr(local, "other", "<unset>")) == ("main", "<unset>")
+
+
+@pytest.mark.parametrize("with_local_data", [True, False])
+def test_restore_context_in_the_same_thread_applies_changed_values(
+    with_local_data: bool,
+) -> None:
+    local = Local()
+
+    def body() -> tuple[str, str]:
+        if with_local_data:
+            local.value = "here"
+        changed = contextvars.copy_context()
+        changed.run(request_id.set, "changed")
+        _restore_context(changed)
+        return read(request_id), getattr(local, "value", "<unset>")
+
+    expected_value = "here" if with_local_data else "<unset>"
+    assert contextvars.Context().run(body) == ("changed", expected_value)
