@@ -116,6 +116,10 @@ class Round:
     switches: dict[Side, dict[str, float]] = field(
         default_factory=lambda: {side: {} for side in SIDES}
     )
+    #: side -> workload -> median CPU seconds per operation, all threads.
+    cpu: dict[Side, dict[str, float]] = field(
+        default_factory=lambda: {side: {} for side in SIDES}
+    )
 
 
 class CompareError(Exception):
@@ -266,6 +270,7 @@ def _measure_workload(
         units[side] = reply["units"]
     samples: dict[Side, list[float]] = {side: [] for side in SIDES}
     switches: dict[Side, list[float]] = {side: [] for side in SIDES}
+    cpu: dict[Side, list[float]] = {side: [] for side in SIDES}
     ratios: list[float] = []
     # Peak memory is deterministic enough to need a single sample.
     pairs = 1 if WORKLOADS[name].kind == "memory" else 100
@@ -277,11 +282,15 @@ def _measure_workload(
             samples[side].append(reply["value"])
             if reply.get("switches") is not None:
                 switches[side].append(reply["switches"])
+            if reply.get("cpu") is not None:
+                cpu[side].append(reply["cpu"])
         ratios.append(samples["asgire"][-1] / samples["upstream"][-1])
     for side in SIDES:
         round_.values[side][name] = statistics.median(samples[side])
         if switches[side]:
             round_.switches[side][name] = statistics.median(switches[side])
+        if cpu[side]:
+            round_.cpu[side][name] = statistics.median(cpu[side])
     round_.paired[name] = statistics.median(ratios)
 
 
@@ -315,6 +324,8 @@ class Row:
     verdict: str
     #: Voluntary context switches per operation, "upstream / asgire".
     switches: str
+    #: Median over rounds of the CPU time ratio asgire / upstream.
+    cpu_ratio: str
 
 
 def _ratio_cells(rounds: list[Round], target: Target) -> tuple[str, str, bool | None]:
@@ -352,7 +363,16 @@ def summarise(rounds: list[Round], names: list[str]) -> tuple[list[Row], bool]:
             verdicts.append(met)
             limit, verdict = f"<= {target.limit:g}", _verdict(met)
         rows.append(
-            Row(name, *cells, ratio, spread, limit, verdict, _switches(rounds, name))
+            Row(
+                name,
+                *cells,
+                ratio,
+                spread,
+                limit,
+                verdict,
+                _switches(rounds, name),
+                _cpu_ratio(rounds, name),
+            )
         )
     for target in TARGETS:
         needed = {target.numerator[1], target.denominator[1]}
@@ -361,7 +381,9 @@ def summarise(rounds: list[Round], names: list[str]) -> tuple[list[Row], bool]:
         ratio, spread, met = _ratio_cells(rounds, target)
         verdicts.append(met)
         limit = f"<= {target.limit:g}"
-        rows.append(Row(target.label, "", "", ratio, spread, limit, _verdict(met), ""))
+        rows.append(
+            Row(target.label, "", "", ratio, spread, limit, _verdict(met), "", "")
+        )
     return rows, all(met is True for met in verdicts)
 
 
@@ -379,9 +401,27 @@ def _switches(rounds: list[Round], name: str) -> str:
     return " / ".join(f"{median:.2f}" for median in medians)
 
 
+def _cpu_ratio(rounds: list[Round], name: str) -> str:
+    """Median over rounds of asgire's CPU time per operation over upstream's."""
+    ratios = [
+        r.cpu["asgire"][name] / r.cpu["upstream"][name]
+        for r in rounds
+        if r.cpu["upstream"].get(name) and name in r.cpu["asgire"]
+    ]
+    return f"{statistics.median(ratios):.2f}" if ratios else ""
+
+
 def render_text(rows: list[Row]) -> str:
     header = Row(
-        "workload", "upstream", "asgire", "ratio", "range", "target", "", "switches"
+        "workload",
+        "upstream",
+        "asgire",
+        "ratio",
+        "range",
+        "target",
+        "",
+        "switches",
+        "CPU ratio",
     )
     table = [header, *rows]
     columns = [f.name for f in dataclasses.fields(Row)]
@@ -401,13 +441,14 @@ def render_text(rows: list[Row]) -> str:
 
 def render_markdown(rows: list[Row]) -> str:
     lines = [
-        "| workload | upstream 3.13.0 | asgire | ratio | range | target | | switches |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| workload | upstream 3.13.0 | asgire | ratio | range | target | | switches | CPU ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for row in rows:
         cells = [row.label if " " in row.label else f"`{row.label}`"]
         cells += [row.upstream, row.asgire, row.ratio, row.spread]
         cells += [row.target.replace("<=", "≤"), row.verdict, row.switches]
+        cells.append(row.cpu_ratio)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -232,7 +232,7 @@ def test_compare_reports_the_median_switches_of_each_side() -> None:
         rounds.append(round_)
     rows, _ = compare.summarise(rounds, ["s2a_sensitive"])
     assert rows[0].switches == "9.00 / 2.00"
-    assert compare.render_markdown(rows).splitlines()[-1].endswith("| 9.00 / 2.00 |")
+    assert compare.render_markdown(rows).splitlines()[-1].endswith("| 9.00 / 2.00 |  |")
     assert compare.render_text(rows).splitlines()[1].endswith("9.00 / 2.00")
     # Not measured (Windows): no figure rather than a made-up one.
     rows, _ = compare.summarise(
@@ -240,6 +240,25 @@ def test_compare_reports_the_median_switches_of_each_side() -> None:
         ["s2a_sensitive"],
     )
     assert rows[0].switches == ""
+
+
+def test_compare_reports_the_median_cpu_ratio_of_the_rounds() -> None:
+    compare = _load_compare()
+    rounds = []
+    for upstream, asgire in [(10e-6, 5e-6), (10e-6, 2e-6), (20e-6, 8e-6)]:
+        round_ = _round(compare, 0.5, s2a_sensitive=(30e-6, 15e-6))
+        round_.cpu["upstream"]["s2a_sensitive"] = upstream
+        round_.cpu["asgire"]["s2a_sensitive"] = asgire
+        rounds.append(round_)
+    rows, _ = compare.summarise(rounds, ["s2a_sensitive"])
+    # Per round 0.5, 0.2 and 0.4: their median, not the ratio of the medians.
+    assert rows[0].cpu_ratio == "0.40"
+    assert compare.render_markdown(rows).splitlines()[-1].endswith("| 0.40 |")
+    assert compare.render_text(rows).splitlines()[0].endswith("CPU ratio")
+    rows, _ = compare.summarise(
+        [_round(compare, 0.5, s2a_sensitive=(10e-6, 5e-6))], ["s2a_sensitive"]
+    )
+    assert rows[0].cpu_ratio == ""
 
 
 def test_serve_answers_calibrate_and_run_requests() -> None:
@@ -282,7 +301,8 @@ def test_serve_replies_seconds_per_operation_and_peak_bytes(
     # 5 units of 4 operations in 10 s.
     assert per_op["value"] == 0.5
     assert per_op["switches"] >= 0
-    assert peak == {"value": 3000.0, "switches": None}
+    assert per_op["cpu"] >= 0
+    assert peak == {"value": 3000.0, "switches": None, "cpu": None}
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="counted with getrusage")
@@ -293,7 +313,7 @@ def test_batches_count_the_context_switches_of_each_operation() -> None:
         return 1.0
 
     sleepy = bench.Workload("sleepy", "", sleep_each_unit, ops_per_unit=2)
-    _, switches = bench._batch(sleepy, 20)
+    switches = bench._batch(sleepy, 20).switches
     # Other threads of this process may add a few; none may be lost.
     assert switches is not None
     assert switches >= 0.5  # 20 sleeps over 40 operations
@@ -304,6 +324,21 @@ def test_batches_count_the_context_switches_of_each_operation() -> None:
     )
     header = next(line for line in table.splitlines() if line.startswith("workload"))
     assert "switches" in header.split()
+
+
+def test_batches_measure_the_cpu_time_of_each_operation() -> None:
+    def burn_each_unit(units: int) -> float:
+        for _ in range(units):
+            done = time.process_time() + 0.002
+            while time.process_time() < done:
+                pass
+        return 1.0
+
+    burner = bench.Workload("burner", "", burn_each_unit, ops_per_unit=2)
+    cpu = bench._batch(burner, 10).cpu
+    assert cpu is not None
+    assert cpu >= 0.001  # at least 2 ms of CPU for every 2 operations
+    assert bench.measure(burner, 0.05)["cpu_per_op"] >= 0.001
 
 
 class _ForgetfulLocal:

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, NamedTuple, TextIO
 
 import asgiref
 from asgiref.local import Local
@@ -470,49 +470,58 @@ else:
         return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
 
 
-def _batch(workload: Workload, units: int) -> tuple[float, float | None]:
-    """Run one batch: seconds per operation (peak bytes for memory), and the
-    voluntary context switches per operation (None for memory, or where
-    the system does not count them).
+class _Batch(NamedTuple):
+    """What one batch measured."""
 
-    A crossing's cost is mostly its thread wake-ups, and the switches show
-    how many it took: two for a round trip to another thread and back.
-    """
+    #: Seconds per operation; peak bytes for the memory workload.
+    value: float
+    #: Voluntary context switches per operation: a thread that blocks to wait
+    #: for another counts one, so a round trip to another thread and back
+    #: takes two. None for memory, or where the system does not count them.
+    switches: float | None
+    #: CPU seconds per operation, of every thread of the process. The clock
+    #: also counts the time threads spend waking each other up, which
+    #: depends on the machine; this is the part that doesn't. None for memory.
+    cpu: float | None
+
+
+def _batch(workload: Workload, units: int) -> _Batch:
+    """Run one batch of ``units`` units of ``workload``."""
     if workload.kind == "memory":
-        return workload.run(units), None
+        return _Batch(workload.run(units), None, None)
     before = _voluntary_switches()
+    cpu_before = time.process_time()
     value = workload.run(units)
+    cpu = time.process_time() - cpu_before
     after = _voluntary_switches()
     ops = units * workload.ops_per_unit
     switches = None if before is None or after is None else (after - before) / ops
-    return value / ops, switches
+    return _Batch(value / ops, switches, cpu / ops)
 
 
 def measure(workload: Workload, seconds: float) -> dict[str, Any]:
     """Measure one workload within about ``seconds`` of wall time.
 
     Returns ``{"unit": "s/op", "value": ..., "ops": ..., "batches": ...,
-    "switches_per_op": ...}`` for a timed workload (medians over the
-    batches; switches None where they are not counted), or ``{"unit":
-    "bytes", "value": ..., "calls": ...}`` for memory.
+    "switches_per_op": ..., "cpu_per_op": ...}`` for a timed workload
+    (medians over the batches; switches None where they are not counted),
+    or ``{"unit": "bytes", "value": ..., "calls": ...}`` for memory.
     """
     if workload.kind == "memory":
-        peak, _ = _batch(workload, PENDING_CALLS)
+        peak = _batch(workload, PENDING_CALLS).value
         return {"unit": "bytes", "value": peak, "calls": PENDING_CALLS}
     deadline = _clock() + seconds
     units = calibrate(workload, seconds / 10, deadline)
-    per_op: list[float] = []
-    switches: list[float | None] = []
-    while len(per_op) < 3 or (_clock() < deadline and len(per_op) < 100):
-        seconds_per_op, switches_per_op = _batch(workload, units)
-        per_op.append(seconds_per_op)
-        switches.append(switches_per_op)
+    batches: list[_Batch] = []
+    while len(batches) < 3 or (_clock() < deadline and len(batches) < 100):
+        batches.append(_batch(workload, units))
     return {
         "unit": "s/op",
-        "value": statistics.median(per_op),
-        "ops": units * workload.ops_per_unit * len(per_op),
-        "batches": len(per_op),
-        "switches_per_op": _median_or_none(switches),
+        "value": statistics.median(batch.value for batch in batches),
+        "ops": units * workload.ops_per_unit * len(batches),
+        "batches": len(batches),
+        "switches_per_op": _median_or_none([batch.switches for batch in batches]),
+        "cpu_per_op": _median_or_none([batch.cpu for batch in batches]),
     }
 
 
@@ -529,11 +538,13 @@ def serve(requests: TextIO, replies: TextIO) -> None:
     line written describes the environment. Requests and their replies::
 
         {"op": "calibrate", "workload": NAME, "seconds": S} -> {"units": N}
-        {"op": "run", "workload": NAME, "units": N}  -> {"value": X, "switches": Y}
+        {"op": "run", "workload": NAME, "units": N}
+            -> {"value": X, "switches": Y, "cpu": Z}
 
     ``X`` is the batch's seconds per operation for a timed workload and the
     peak bytes for the memory workload; ``Y`` its voluntary context switches
-    per operation, or null. A failure is replied as ``{"error": "..."}``.
+    per operation and ``Z`` its CPU seconds per operation (see ``_Batch``),
+    each null where not measured. A failure is replied as ``{"error": "..."}``.
     """
 
     def reply(message: dict[str, Any]) -> None:
@@ -552,8 +563,8 @@ def _answer(line: str) -> dict[str, Any]:
         if request["op"] == "calibrate":
             seconds = float(request["seconds"])
             return {"units": calibrate(workload, seconds, _clock() + 20 * seconds)}
-        value, switches = _batch(workload, int(request["units"]))
-        return {"value": value, "switches": switches}
+        batch = _batch(workload, int(request["units"]))
+        return {"value": batch.value, "switches": batch.switches, "cpu": batch.cpu}
     except Exception as exc:  # the driver reports it with the workload's name
         return {"error": f"{type(exc).__name__}: {exc}"}
 
