@@ -479,9 +479,9 @@ class _Batch(NamedTuple):
     #: for another counts one, so a round trip to another thread and back
     #: takes two. None for memory, or where the system does not count them.
     switches: float | None
-    #: CPU seconds per operation, of every thread of the process. The clock
-    #: also counts the time threads spend waking each other up, which
-    #: depends on the machine; this is the part that doesn't. None for memory.
+    #: CPU seconds per operation, of every thread of the process (user and
+    #: system time): unlike the clock, it leaves out time spent waiting to be
+    #: scheduled. None for memory.
     cpu: float | None
 
 
