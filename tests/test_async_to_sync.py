@@ -580,6 +580,41 @@ async def test_inside_sync_to_async_the_coroutine_runs_as_another_task() -> None
     assert other is not this_task
 
 
+class MarkedTask(asyncio.Task):  # type: ignore[type-arg]
+    """The tasks of test_the_outer_loops_task_factory_makes_the_task."""
+
+
+async def test_the_outer_loops_task_factory_makes_the_task() -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(
+        lambda loop, coro, **kwargs: MarkedTask(coro, loop=loop, **kwargs)
+    )
+
+    async def which_task() -> asyncio.Task[Any] | None:
+        await asyncio.sleep(0)
+        return asyncio.current_task()
+
+    try:
+        task = await sync_to_async(async_to_sync(which_task))()
+    finally:
+        loop.set_task_factory(None)
+    assert type(task) is MarkedTask
+
+
+async def test_a_coroutine_that_never_suspends_reports_back_to_the_outer_loop() -> None:
+    caller_thread = threading.current_thread()
+
+    async def at_once(value: int) -> tuple[int, threading.Thread, bool]:
+        task = asyncio.current_task()
+        return value, threading.current_thread(), task is not None
+
+    def sync_part() -> list[tuple[int, threading.Thread, bool]]:
+        return [async_to_sync(at_once)(value) for value in range(3)]
+
+    results = await sync_to_async(sync_part)()
+    assert results == [(value, caller_thread, True) for value in range(3)]
+
+
 async def test_loop_is_chosen_at_call_time_not_construction(
     in_new_thread: Callable[..., Any],
 ) -> None:

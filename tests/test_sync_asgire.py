@@ -442,6 +442,11 @@ async def test_async_to_sync_whose_task_is_cancelled_before_it_starts_raises(
     # Upstream waits forever here: its caller only wakes up when the
     # coroutine reports, and a task cancelled before its first step never does.
     loop = asyncio.get_running_loop()
+    # Python 3.12+ would start the task eagerly, leaving no moment to cancel
+    # it before its first step; with a task factory it is started as usual.
+    loop.set_task_factory(
+        lambda loop, coro, **kwargs: asyncio.Task(coro, loop=loop, **kwargs)
+    )
     queued = threading.Event()
     schedule = loop.call_soon_threadsafe
 
