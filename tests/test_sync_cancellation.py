@@ -322,3 +322,62 @@ async def test_cancelled_again_as_the_inner_coroutine_returns_stops_waiting() ->
     await cancel_without_waiting(task, proceed)
     # The abandoned sync function still finishes on the single thread.
     assert await sync_to_async(lambda: list(events))() == ["absorbed"]
+
+
+@BOTH_MODES
+async def test_cancelling_twice_in_one_step_cancels_the_task_once(
+    thread_sensitive: bool,
+) -> None:
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    proceed = threading.Event()
+
+    def blocking() -> str:
+        loop.call_soon_threadsafe(started.set)
+        assert proceed.wait(timeout=10)
+        return "finished"
+
+    task = asyncio.ensure_future(
+        sync_to_async(blocking, thread_sensitive=thread_sensitive)()
+    )
+    await started.wait()
+    try:
+        assert task.cancel()
+        assert task.cancel()  # before the task has seen the first
+        await asyncio.wait([task], timeout=10)
+        assert task.cancelled()
+    finally:
+        proceed.set()
+
+
+@pytest.mark.asgire_only
+@BOTH_MODES
+async def test_the_cancellation_message_reaches_the_awaiting_code(
+    thread_sensitive: bool,
+) -> None:
+    # Upstream raises a CancelledError of its own there, without the message.
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    proceed = threading.Event()
+    seen: list[tuple[Any, ...]] = []
+
+    def blocking() -> None:
+        loop.call_soon_threadsafe(started.set)
+        assert proceed.wait(timeout=10)
+
+    async def caller() -> None:
+        try:
+            await sync_to_async(blocking, thread_sensitive=thread_sensitive)()
+        except asyncio.CancelledError as cancelled:
+            seen.append(cancelled.args)
+            raise
+
+    task = asyncio.ensure_future(caller())
+    await started.wait()
+    try:
+        task.cancel("shutting down")
+        await asyncio.wait([task], timeout=10)
+        assert task.cancelled()
+    finally:
+        proceed.set()
+    assert seen == [("shutting down",)]

@@ -975,3 +975,24 @@ def test_each_new_loop_in_a_thread_is_the_one_its_calls_report() -> None:
     gc.collect()
     # Finished loops are not kept alive by having made a call.
     assert [ref() for ref in seen] == [None, None, None]
+
+
+async def test_its_coroutine_can_be_driven_by_any_runner_of_asyncio_futures() -> None:
+    # What a task does with what the coroutine yields, done by hand, as a
+    # runner other than asyncio.Task would: no context, done() and result().
+    loop = asyncio.get_running_loop()
+    coroutine = sync_to_async(lambda: 42)()
+    awaited = coroutine.send(None)
+    assert asyncio.isfuture(awaited)
+    assert awaited.get_loop() is loop
+    assert not awaited.done()
+    awaited._asyncio_future_blocking = False
+    woken: asyncio.Future[None] = loop.create_future()
+    awaited.add_done_callback(lambda _: woken.set_result(None))
+    await asyncio.wait_for(woken, timeout=10)
+    assert awaited.done()
+    assert not awaited.cancelled()
+    awaited.result()
+    with pytest.raises(StopIteration) as finished:
+        coroutine.send(None)
+    assert finished.value.value == 42
