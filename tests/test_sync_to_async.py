@@ -996,3 +996,21 @@ async def test_its_coroutine_can_be_driven_by_any_runner_of_asyncio_futures() ->
     with pytest.raises(StopIteration) as finished:
         coroutine.send(None)
     assert finished.value.value == 42
+
+
+async def test_a_runner_may_register_for_the_outcome_after_it_came_in() -> None:
+    loop = asyncio.get_running_loop()
+    coroutine = sync_to_async(lambda: "late")()
+    awaited = coroutine.send(None)
+    awaited._asyncio_future_blocking = False
+    for _ in range(1000):  # about 10 s at most
+        if awaited.done():
+            break
+        await asyncio.sleep(0.01)
+    assert awaited.done()
+    woken: asyncio.Future[None] = loop.create_future()
+    awaited.add_done_callback(lambda _: woken.set_result(None))
+    await asyncio.wait_for(woken, timeout=10)
+    with pytest.raises(StopIteration) as finished:
+        coroutine.send(None)
+    assert finished.value.value == "late"

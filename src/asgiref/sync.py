@@ -409,8 +409,11 @@ class _Waiter:
         *,
         context: contextvars.Context | None = None,
     ) -> None:
-        # Only what awaits the call registers, once, before the wait can end:
-        # a task, or another runner that follows the protocol.
+        # Only what awaits the call registers, once: a task, before the wait
+        # can end, or another runner that follows the protocol, maybe later.
+        if self._state is not _PENDING:
+            self._loop.call_soon(callback, self, context=context)
+            return
         self._wakeup = callback
         self._context = context
 
@@ -444,9 +447,10 @@ class _Waiter:
         if self._state is not _PENDING:
             return
         self._state = _DONE
-        # Registered: the outcome comes back in a later loop callback than
-        # the step in which the caller started waiting.
-        wakeup = self._wakeup
+        try:
+            wakeup = self._wakeup
+        except AttributeError:
+            return  # nothing registered yet (not a task); see add_done_callback
         del self._wakeup
         context = self._context
         if context is None:
