@@ -273,22 +273,19 @@ def _is_original(method: object, module_file: str | None) -> bool:
     return True
 
 
-def _plain_run_in_executor(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether ``loop.run_in_executor`` is its loop class's own, unreplaced:
+def _plain_loop_method(loop: asyncio.AbstractEventLoop, name: str) -> bool:
+    """Whether ``loop``'s method ``name`` is its loop class's own, unreplaced:
     asyncio's, or that of an extension loop class (uvloop's), which cannot be
     replaced in place."""
     loop_type = type(loop)
-    method = loop_type.run_in_executor
+    method = getattr(loop_type, name)
     if not _is_original(method, _BASE_EVENTS_FILE):
         # The class it comes from: every loop class has one, AbstractEventLoop.
-        owner = next(k for k in loop_type.__mro__ if "run_in_executor" in vars(k))
-        if (
-            vars(owner)["run_in_executor"] is not method
-            or not owner.__flags__ & _IMMUTABLE_TYPE
-        ):
+        owner = next(k for k in loop_type.__mro__ if name in vars(k))
+        if vars(owner)[name] is not method or not owner.__flags__ & _IMMUTABLE_TYPE:
             return False
         _originals[id(method)] = method
-    return "run_in_executor" not in getattr(loop, "__dict__", ())
+    return name not in getattr(loop, "__dict__", ())
 
 
 # A named probe: an unnamed pool would take a number from the counter that
@@ -717,7 +714,7 @@ def _start(
 ) -> None:
     """Hand ``call`` to ``executor`` (None: the loop's default executor):
     directly where nothing is hooked (see above), else as upstream does."""
-    if _plain_run_in_executor(loop):
+    if _plain_loop_method(loop, "run_in_executor"):
         if type(executor) is CurrentThreadExecutor:
             if _is_original(
                 CurrentThreadExecutor.submit, _CURRENT_THREAD_EXECUTOR_FILE
@@ -1214,17 +1211,13 @@ if sys.version_info >= (3, 12):  # pragma: no cover - coverage is measured on 3.
     # A task made in a callback normally takes its first step on the loop's
     # next pass, which costs a pass (and its select() call) per crossing.
     # Started eagerly, the step runs in the callback itself. That is only
-    # done where create_task() would make a plain Task anyway: asyncio's own
-    # method, unreplaced, and no task factory set.
+    # done where create_task() would make a plain Task anyway: the loop
+    # class's own method, unreplaced, and no task factory set.
 
     def _create_task(
         loop: asyncio.AbstractEventLoop, awaitable: Coroutine[Any, Any, None]
     ) -> asyncio.Future[None]:
-        if (
-            _is_original(type(loop).create_task, _BASE_EVENTS_FILE)
-            and "create_task" not in getattr(loop, "__dict__", ())
-            and loop.get_task_factory() is None
-        ):
+        if _plain_loop_method(loop, "create_task") and loop.get_task_factory() is None:
             return asyncio.Task(awaitable, loop=loop, eager_start=True)
         return loop.create_task(awaitable)
 
