@@ -383,14 +383,17 @@ class _Waiter:
         "_wakeup",
     )
 
+    # Set when first needed: the wake-up and its context by
+    # add_done_callback() (the wake-up is deleted once used), the message by
+    # cancel().
+    _wakeup: Callable[[_Waiter], object]
+    _context: contextvars.Context | None
+    _cancel_message: Any
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._asyncio_future_blocking = False
         self._state = _PENDING
-        # _wakeup is set by add_done_callback() and deleted once used.
-        self._wakeup: Callable[[_Waiter], object]
-        self._context: contextvars.Context | None = None
-        self._cancel_message: Any = None
 
     def __await__(self) -> Generator[_Waiter, None, None]:
         self._asyncio_future_blocking = True
