@@ -222,43 +222,36 @@ def test_compare_summary_uses_the_median_of_per_round_ratios() -> None:
     assert compare.render_text(rows).splitlines()[0].startswith("workload")
 
 
-def test_compare_reports_the_median_switches_of_each_side() -> None:
+def test_compare_reports_each_sides_switches_and_the_cpu_ratio() -> None:
     compare = _load_compare()
     rounds = []
-    for upstream, asgire in [(8.0, 2.0), (9.0, 2.0), (11.0, 3.0)]:
-        round_ = _round(compare, 0.5, s2a_sensitive=(10e-6, 5e-6))
-        round_.switches["upstream"]["s2a_sensitive"] = upstream
-        round_.switches["asgire"]["s2a_sensitive"] = asgire
-        rounds.append(round_)
-    rows, _ = compare.summarise(rounds, ["s2a_sensitive"])
-    assert rows[0].switches == "9.00 / 2.00"
-    assert compare.render_markdown(rows).splitlines()[-1].endswith("| 9.00 / 2.00 |  |")
-    assert compare.render_text(rows).splitlines()[1].endswith("9.00 / 2.00")
-    # Not measured (Windows): no figure rather than a made-up one.
-    rows, _ = compare.summarise(
-        [_round(compare, 0.5, s2a_sensitive=(10e-6, 5e-6))],
-        ["s2a_sensitive"],
-    )
-    assert rows[0].switches == ""
-
-
-def test_compare_reports_the_median_cpu_ratio_of_the_rounds() -> None:
-    compare = _load_compare()
-    rounds = []
-    for upstream, asgire in [(10e-6, 5e-6), (10e-6, 2e-6), (20e-6, 8e-6)]:
+    measured = [
+        ((8.0, 2.0), (10e-6, 5e-6)),
+        ((9.0, 2.0), (10e-6, 2e-6)),
+        ((11.0, 3.0), (20e-6, 8e-6)),
+    ]
+    for switches, cpu in measured:
         round_ = _round(compare, 0.5, s2a_sensitive=(30e-6, 15e-6))
-        round_.cpu["upstream"]["s2a_sensitive"] = upstream
-        round_.cpu["asgire"]["s2a_sensitive"] = asgire
+        for side, side_switches, side_cpu in zip(
+            ("upstream", "asgire"), switches, cpu, strict=True
+        ):
+            round_.switches[side]["s2a_sensitive"] = side_switches
+            round_.cpu[side]["s2a_sensitive"] = side_cpu
         rounds.append(round_)
     rows, _ = compare.summarise(rounds, ["s2a_sensitive"])
-    # Per round 0.5, 0.2 and 0.4: their median, not the ratio of the medians.
-    assert rows[0].cpu_ratio == "0.40"
-    assert compare.render_markdown(rows).splitlines()[-1].endswith("| 0.40 |")
-    assert compare.render_text(rows).splitlines()[0].endswith("CPU ratio")
+    # Each side's median switches; the median of the CPU ratios of the
+    # rounds (0.5, 0.2, 0.4), not the ratio of the medians (0.5).
+    assert (rows[0].switches, rows[0].cpu_ratio) == ("9.00 / 2.00", "0.40")
+    markdown = compare.render_markdown(rows).splitlines()
+    assert markdown[-1].endswith("| 9.00 / 2.00 | 0.40 |")
+    header, row = compare.render_text(rows).splitlines()
+    assert header.endswith("switches  CPU ratio")
+    assert row.split()[-4:] == ["9.00", "/", "2.00", "0.40"]
+    # Not measured (switches on Windows): no figure rather than a made-up one.
     rows, _ = compare.summarise(
         [_round(compare, 0.5, s2a_sensitive=(10e-6, 5e-6))], ["s2a_sensitive"]
     )
-    assert rows[0].cpu_ratio == ""
+    assert (rows[0].switches, rows[0].cpu_ratio) == ("", "")
 
 
 def test_serve_answers_calibrate_and_run_requests() -> None:
