@@ -63,6 +63,25 @@ class Scenario:
         return self.after_inner(result, error)
 
 
+@dataclass
+class HeldFunction:
+    """A sync function that tells the loop it has started, then holds until
+    ``release`` is set, and tells the loop when it has finished."""
+
+    loop: asyncio.AbstractEventLoop
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __call__(self) -> str:
+        self.loop.call_soon_threadsafe(self.started.set)
+        try:
+            assert self.release.wait(timeout=10)
+            return "finished"
+        finally:
+            self.loop.call_soon_threadsafe(self.finished.set)
+
+
 async def cancel_while_inner_runs(
     scenario: Scenario,
     thread_sensitive: bool = True,
@@ -90,11 +109,11 @@ async def cancel_while_inner_runs(
 
 
 async def cancel_without_waiting(
-    task: asyncio.Future[Any], release: threading.Event
+    task: asyncio.Future[Any], release: threading.Event, message: str | None = None
 ) -> None:
-    """Cancel ``task`` and check it ends cancelled while its sync function is
-    still held; then let the sync function go on."""
-    task.cancel()
+    """Cancel ``task`` (with ``message``) and check it ends cancelled while its
+    sync function is still held; then let the sync function go on."""
+    assert task.cancel(message)
     try:
         await asyncio.wait([task], timeout=10)
         assert task.cancelled()
@@ -177,67 +196,36 @@ async def test_cancellation_inside_a_thread_sensitive_context() -> None:
 async def test_without_async_callbacks_the_task_is_cancelled_at_once(
     thread_sensitive: bool,
 ) -> None:
-    loop = asyncio.get_running_loop()
-    started = asyncio.Event()
-    finished = asyncio.Event()
-    proceed = threading.Event()
-
-    def blocking() -> str:
-        loop.call_soon_threadsafe(started.set)
-        try:
-            assert proceed.wait(timeout=10)
-            return "finished"
-        finally:
-            loop.call_soon_threadsafe(finished.set)
-
+    held = HeldFunction(asyncio.get_running_loop())
     task = asyncio.ensure_future(
-        sync_to_async(blocking, thread_sensitive=thread_sensitive)()
+        sync_to_async(held, thread_sensitive=thread_sensitive)()
     )
-    await started.wait()
+    await held.started.wait()
     # The task does not wait for the sync function, which keeps running.
-    await cancel_without_waiting(task, proceed)
-    await asyncio.wait_for(finished.wait(), timeout=10)
+    await cancel_without_waiting(task, held.release)
+    await asyncio.wait_for(held.finished.wait(), timeout=10)
 
 
 async def test_cancelled_thread_sensitive_call_leaves_the_single_thread_usable() -> (
     None
 ):
-    loop = asyncio.get_running_loop()
-    started = asyncio.Event()
-    proceed = threading.Event()
-
-    def blocking() -> None:
-        loop.call_soon_threadsafe(started.set)
-        assert proceed.wait(timeout=10)
-
-    task = asyncio.ensure_future(sync_to_async(blocking)())
-    await started.wait()
-    task.cancel()
-    await asyncio.wait([task], timeout=10)
-    proceed.set()
+    held = HeldFunction(asyncio.get_running_loop())
+    task = asyncio.ensure_future(sync_to_async(held)())
+    await held.started.wait()
+    await cancel_without_waiting(task, held.release)
     # The abandoned call finishes in the background and the single thread
     # goes on serving new calls.
     assert await sync_to_async(lambda: "usable")() == "usable"
 
 
 async def test_cancelling_before_the_sync_function_starts() -> None:
-    loop = asyncio.get_running_loop()
-    started = asyncio.Event()
-    proceed = threading.Event()
+    occupy = HeldFunction(asyncio.get_running_loop())
     ran: list[str] = []
-
-    def occupy() -> None:
-        loop.call_soon_threadsafe(started.set)
-        assert proceed.wait(timeout=10)
-
     occupier = asyncio.ensure_future(sync_to_async(occupy)())
-    await started.wait()
+    await occupy.started.wait()
     queued = asyncio.ensure_future(sync_to_async(ran.append)("queued ran"))
     await asyncio.sleep(0)
-    queued.cancel()
-    await asyncio.wait([queued], timeout=10)
-    assert queued.cancelled()
-    proceed.set()
+    await cancel_without_waiting(queued, occupy.release)
     await occupier
     # The cancelled call was still queued, so it never starts.
     assert await sync_to_async(lambda: list(ran))() == []
@@ -328,26 +316,14 @@ async def test_cancelled_again_as_the_inner_coroutine_returns_stops_waiting() ->
 async def test_cancelling_twice_in_one_step_cancels_the_task_once(
     thread_sensitive: bool,
 ) -> None:
-    loop = asyncio.get_running_loop()
-    started = asyncio.Event()
-    proceed = threading.Event()
-
-    def blocking() -> str:
-        loop.call_soon_threadsafe(started.set)
-        assert proceed.wait(timeout=10)
-        return "finished"
-
+    held = HeldFunction(asyncio.get_running_loop())
     task = asyncio.ensure_future(
-        sync_to_async(blocking, thread_sensitive=thread_sensitive)()
+        sync_to_async(held, thread_sensitive=thread_sensitive)()
     )
-    await started.wait()
-    try:
-        assert task.cancel()
-        assert task.cancel()  # before the task has seen the first
-        await asyncio.wait([task], timeout=10)
-        assert task.cancelled()
-    finally:
-        proceed.set()
+    await held.started.wait()
+    assert task.cancel()
+    # Again, before the task has seen the first.
+    await cancel_without_waiting(task, held.release)
 
 
 @pytest.mark.asgire_only
@@ -356,28 +332,17 @@ async def test_the_cancellation_message_reaches_the_awaiting_code(
     thread_sensitive: bool,
 ) -> None:
     # Upstream raises a CancelledError of its own there, without the message.
-    loop = asyncio.get_running_loop()
-    started = asyncio.Event()
-    proceed = threading.Event()
+    held = HeldFunction(asyncio.get_running_loop())
     seen: list[tuple[Any, ...]] = []
-
-    def blocking() -> None:
-        loop.call_soon_threadsafe(started.set)
-        assert proceed.wait(timeout=10)
 
     async def caller() -> None:
         try:
-            await sync_to_async(blocking, thread_sensitive=thread_sensitive)()
+            await sync_to_async(held, thread_sensitive=thread_sensitive)()
         except asyncio.CancelledError as cancelled:
             seen.append(cancelled.args)
             raise
 
     task = asyncio.ensure_future(caller())
-    await started.wait()
-    try:
-        task.cancel("shutting down")
-        await asyncio.wait([task], timeout=10)
-        assert task.cancelled()
-    finally:
-        proceed.set()
+    await held.started.wait()
+    await cancel_without_waiting(task, held.release, "shutting down")
     assert seen == [("shutting down",)]
