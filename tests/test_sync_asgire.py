@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -472,3 +474,115 @@ async def test_async_to_sync_whose_task_is_cancelled_before_it_starts_raises(
     assert queued.wait(10)
     loop.call_soon(lambda: [task.cancel() for task in asyncio.all_tasks(loop) - known])
     assert await caller == "woken"
+
+
+@pytest.fixture
+def selector_loop() -> Any:
+    loop = asyncio.SelectorEventLoop()
+    yield loop
+    loop.close()
+
+
+def inbox_of(loop: asyncio.AbstractEventLoop) -> Any:
+    inbox = sync._LoopInbox(loop)
+    # Closed after the loop, as a loop's own inbox is once the loop is freed.
+    weakref.finalize(loop, inbox.close)
+    return inbox
+
+
+needs_eventfd = pytest.mark.skipif(
+    not hasattr(os, "eventfd"), reason="loop inboxes use eventfd (Linux)"
+)
+
+
+@pytest.mark.asgire_only
+@needs_eventfd
+def test_an_inbox_runs_the_callbacks_after_one_that_raises(
+    selector_loop: asyncio.AbstractEventLoop,
+) -> None:
+    reported: list[dict[str, Any]] = []
+    selector_loop.set_exception_handler(lambda loop, context: reported.append(context))
+    inbox = inbox_of(selector_loop)
+    ran: list[int] = []
+    failure = ValueError("from a callback")
+
+    def fail() -> None:
+        raise failure
+
+    inbox.post(selector_loop, fail, ())
+    inbox.post(selector_loop, ran.append, (1,))
+    selector_loop.run_until_complete(asyncio.sleep(0.05))
+    assert ran == [1]
+    assert [context["exception"] for context in reported] == [failure]
+    assert "fail" in reported[0]["message"]
+
+
+@pytest.mark.asgire_only
+@needs_eventfd
+def test_an_inbox_left_with_callbacks_by_an_interrupt_runs_them_next_time(
+    selector_loop: asyncio.AbstractEventLoop,
+) -> None:
+    inbox = inbox_of(selector_loop)
+    ran: list[int] = []
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    inbox.post(selector_loop, interrupt, ())
+    inbox.post(selector_loop, ran.append, (1,))
+    with pytest.raises(KeyboardInterrupt):
+        selector_loop.run_until_complete(asyncio.sleep(10))
+    assert ran == []
+    # Nothing else posts: only the inbox signalling itself again wakes it.
+    selector_loop.run_until_complete(asyncio.sleep(0.05))
+    assert ran == [1]
+
+
+@pytest.mark.asgire_only
+@needs_eventfd
+def test_an_inbox_refuses_callbacks_once_its_loop_is_closed() -> None:
+    loop = asyncio.SelectorEventLoop()
+    inbox = inbox_of(loop)
+    loop.close()
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        inbox.post(loop, print, ())
+
+
+@pytest.mark.asgire_only
+@needs_eventfd
+def test_a_loop_that_takes_no_readers_is_still_crossed_without_an_inbox() -> None:
+    class NoReaders(asyncio.SelectorEventLoop):
+        def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:
+            raise NotImplementedError
+
+    loop = NoReaders()
+    try:
+        descriptors = len(os.listdir("/proc/self/fd"))
+        assert loop.run_until_complete(sync_to_async(abs)(-1)) == 1
+        assert (
+            loop.run_until_complete(sync_to_async(abs, thread_sensitive=False)(-2)) == 2
+        )
+        assert id(loop) not in sync._inboxes
+        assert len(os.listdir("/proc/self/fd")) == descriptors
+    finally:
+        loop.close()
+
+
+@pytest.mark.asgire_only
+@needs_eventfd
+def test_a_freed_loop_releases_its_inbox() -> None:
+    def crossed_loop() -> None:
+        async def cross() -> None:
+            await sync_to_async(abs)(-1)
+
+        asyncio.run(cross())
+
+    crossed_loop()
+    gc.collect()
+    inboxes = len(sync._inboxes)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        crossed_loop()
+    gc.collect()
+    assert len(sync._inboxes) == inboxes
+    assert len(os.listdir("/proc/self/fd")) == descriptors

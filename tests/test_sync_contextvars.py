@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import sys
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -59,6 +61,31 @@ async def test_values_reset_in_sync_code_are_reset_for_the_caller() -> None:
 
     await sync_to_async(set_and_reset)()
     assert read(request_id) == "kept"
+
+
+@BOTH_MODES
+async def test_a_finished_call_keeps_none_of_its_callers_values_alive(
+    thread_sensitive: bool,
+) -> None:
+    held: contextvars.ContextVar[object] = contextvars.ContextVar("held")
+
+    class Value:
+        pass
+
+    async def caller() -> weakref.ref[Value]:
+        value = Value()
+        held.set(value)
+        await sync_to_async(read, thread_sensitive=thread_sensitive)(request_id)
+        return weakref.ref(value)
+
+    # The first call on this loop, in a task whose context goes with it.
+    task = asyncio.create_task(caller())
+    value_ref = await task
+    del task
+    # The loop's handle that resumed this task still holds the finished one.
+    await asyncio.sleep(0)
+    gc.collect()
+    assert value_ref() is None
 
 
 async def test_changes_reach_only_the_awaiting_task() -> None:

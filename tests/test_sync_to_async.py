@@ -744,6 +744,34 @@ async def test_a_hooked_run_in_executor_sees_each_call(
             assert executor is None
 
 
+@pytest.mark.parametrize("hooked_on", ["class", "loop"])
+@pytest.mark.parametrize("thread_sensitive", [True, False])
+async def test_a_hooked_call_soon_threadsafe_sees_each_outcome_come_back(
+    monkeypatch: pytest.MonkeyPatch, hooked_on: str, thread_sensitive: bool
+) -> None:
+    loop = asyncio.get_running_loop()
+    wrapper = sync_to_async(add, thread_sensitive=thread_sensitive)
+    # A first call before the hook goes in: the hook must count even once
+    # the loop has been crossed.
+    assert await wrapper(0, 0) == 0
+    from_threads: list[str] = []
+    original = asyncio.BaseEventLoop.call_soon_threadsafe
+
+    def recording(self: Any, callback: Any, *args: Any, **kwargs: Any) -> Any:
+        from_threads.append(threading.current_thread().name)
+        return original(self, callback, *args, **kwargs)
+
+    if hooked_on == "class":
+        monkeypatch.setattr(asyncio.BaseEventLoop, "call_soon_threadsafe", recording)
+    else:
+        monkeypatch.setattr(loop, "call_soon_threadsafe", recording.__get__(loop))
+    assert await wrapper(1, 2) == 3
+    assert await wrapper(3, b=4) == 7
+    loop_thread = threading.current_thread().name
+    assert len(from_threads) == 2
+    assert loop_thread not in from_threads
+
+
 def test_hooks_installed_before_asgiref_is_imported_see_each_call(
     python_output: Callable[[str], list[str]],
 ) -> None:

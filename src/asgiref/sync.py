@@ -32,6 +32,7 @@ import sys
 import threading
 import warnings
 import weakref
+from asyncio.selector_events import BaseSelectorEventLoop as _SelectorLoop
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -361,6 +362,142 @@ def _queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
     return True
 
 
+# -- Waking an event loop from another thread ----------------------------------
+#
+# A worker thread hands its outcome back as a callback for the loop to run.
+# loop.call_soon_threadsafe() does more work for that than a crossing needs:
+# it copies the context into a new Handle and sends a byte down the loop's
+# self-pipe, and the loop then reads the pipe in a Python loop until recv()
+# raises BlockingIOError. On Linux a stock selector loop gets an inbox
+# instead: a deque of callbacks and an eventfd, registered once with
+# add_reader(). Handing a callback over is then one write, and collecting it
+# one read. With both threads held on one core, so that only CPU time
+# counts, a thread-sensitive crossing took 27.8 us instead of 30.9 and a
+# non-sensitive one 27.7 instead of 34.2 (medians of 10 runs). On two cores
+# most of a crossing is the two thread wake-ups, which stay.
+#
+# A loop whose call_soon_threadsafe is replaced, on its class or on itself,
+# is still called through it, so that whatever hooks it sees every callback.
+
+_HAS_EVENTFD = hasattr(os, "eventfd")
+# id(loop) -> its inbox. Keyed by id so as not to keep loops alive: an entry
+# goes when its loop is freed, before the id can be reused, and a thread
+# posting to a loop holds the loop.
+_inboxes: dict[int, _LoopInbox] = {}
+
+
+class _LoopInbox:
+    """Callbacks that other threads send to one selector event loop.
+
+    It holds no reference to the loop (see ``_inboxes``); the loop holds it,
+    through the reader registered with it.
+    """
+
+    __slots__ = ("_fd", "_pending", "method")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # The loop class's call_soon_threadsafe, unreplaced when the inbox
+        # opened: once that changes, callbacks go through the new one.
+        self.method = type(loop).call_soon_threadsafe
+        self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._pending: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        try:
+            # The reader's handle keeps the context it is registered in for
+            # as long as the loop lives: an empty one holds nothing alive.
+            contextvars.Context().run(loop.add_reader, self._fd, self._run, loop)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def post(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+    ) -> None:
+        """Have ``loop`` call ``callback(*args)`` soon; any thread may call
+        this. Raises ``RuntimeError`` once the loop is closed, as
+        ``call_soon_threadsafe`` does."""
+        if loop.is_closed():
+            raise RuntimeError("Event loop is closed")
+        self._pending.append((callback, args))
+        # After the append: a read that consumes this write finds the item.
+        os.eventfd_write(self._fd, 1)
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        os.eventfd_read(self._fd)
+        pending = self._pending
+        try:
+            # Only what is here now, as the loop runs only the callbacks
+            # ready when its pass began; later ones have signalled again.
+            for _ in range(len(pending)):
+                callback, args = pending.popleft()
+                try:
+                    callback(*args)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    loop.call_exception_handler(
+                        {
+                            "message": f"Exception in callback {callback!r}",
+                            "exception": exc,
+                        }
+                    )
+        finally:
+            if pending:
+                # Left behind by an exception that stopped the loop: their
+                # signal was consumed above, so signal again.
+                os.eventfd_write(self._fd, 1)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _open_inbox(loop: asyncio.AbstractEventLoop) -> None:
+    """Give ``loop`` an inbox if it is a stock selector loop; on its thread.
+
+    Any other loop is asked again on its next crossing, which costs less than
+    recording the answer (a finalizer per loop). That includes
+    ``async_to_sync``'s fresh loops: one runs a single call, and opening and
+    closing an inbox for it would cost more than the inbox saves.
+    """
+    loop_type = type(loop)
+    if (
+        not issubclass(loop_type, _SelectorLoop)
+        or loop_type is _LoopThreadEventLoop
+        or not _plain_loop_method(loop, "call_soon_threadsafe")
+    ):
+        return
+    try:
+        inbox = _LoopInbox(loop)
+    except (OSError, NotImplementedError):
+        return  # out of descriptors, or a loop that takes no readers
+    key = id(loop)
+    _inboxes[key] = inbox
+    weakref.finalize(loop, _forget_inbox, key, inbox)
+
+
+def _forget_inbox(key: int, inbox: _LoopInbox) -> None:
+    del _inboxes[key]
+    inbox.close()
+
+
+def _call_soon_threadsafe(
+    loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any
+) -> None:
+    """``loop.call_soon_threadsafe(callback, *args)``, through the loop's
+    inbox while it has one and the method is not replaced."""
+    inbox = _inboxes.get(id(loop))
+    if (
+        inbox is None
+        or type(loop).call_soon_threadsafe is not inbox.method
+        or "call_soon_threadsafe" in loop.__dict__
+    ):
+        loop.call_soon_threadsafe(callback, *args)
+    else:
+        inbox.post(loop, callback, args)
+
+
 class _Waiter:
     """What the task making a ``sync_to_async`` call awaits until the outcome
     is back on the loop's thread (``_SyncCall._settle`` calls ``wake()``).
@@ -656,7 +793,7 @@ class _SyncCall:
 
     def _report(self, ok: bool, result: Any) -> None:
         try:  # noqa: SIM105  # contextlib.suppress() costs more on this hot path
-            self.loop.call_soon_threadsafe(self._settle, ok, result)
+            _call_soon_threadsafe(self.loop, self._settle, ok, result)
         except RuntimeError:
             pass  # the loop is closed: nobody is left waiting for this
 
@@ -717,6 +854,8 @@ def _start(
 ) -> None:
     """Hand ``call`` to ``executor`` (None: the loop's default executor):
     directly where nothing is hooked (see above), else as upstream does."""
+    if _HAS_EVENTFD and id(loop) not in _inboxes:
+        _open_inbox(loop)
     if _plain_loop_method(loop, "run_in_executor"):
         if type(executor) is CurrentThreadExecutor:
             if _is_original(
@@ -829,7 +968,7 @@ async def _retire(executor: Executor) -> None:
     def notify(_: object = None) -> None:
         # A closed loop raises RuntimeError: nobody waits any more.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(report_drained)
+            _call_soon_threadsafe(loop, report_drained)
 
     if type(executor) is ThreadPoolExecutor:
         # The pool runs its queue in order: once this no-op has run, the
@@ -1698,8 +1837,8 @@ class AsyncToSync(Generic[_P, _R]):
             else:
                 if single is not None:
                     awaitable = _registered(awaitable, current_executor)
-                main_loop.call_soon_threadsafe(
-                    _start_task, main_loop, awaitable, call_result
+                _call_soon_threadsafe(
+                    main_loop, _start_task, main_loop, awaitable, call_result
                 )
                 # A loop that closes with the call's task unfinished (or not
                 # yet created) never reports; waiting on would block this
