@@ -5,8 +5,8 @@ takes to wake one thread from another. Everything here is arranged so that a
 crossing adds as little as possible to that:
 
 - ``sync_to_async`` hands the executor a small ``_SyncCall`` and the worker
-  posts the outcome straight back to the event loop with
-  ``call_soon_threadsafe``. For the executors it knows (the stdlib
+  posts the outcome straight back to the event loop (through the loop's
+  inbox, an eventfd, where it has one). For the executors it knows (the stdlib
   ``ThreadPoolExecutor`` and ``CurrentThreadExecutor``) it queues the call
   directly instead of going through ``submit()``, which saves building a
   ``concurrent.futures.Future`` and wrapping it in an ``asyncio`` one.
@@ -611,7 +611,7 @@ class _SyncCall:
     to the worker in one of two ways:
 
     - Queued directly (``_start``'s fast paths): the worker calls ``run()``,
-      and the outcome comes back through ``loop.call_soon_threadsafe`` and
+      and the outcome comes back through ``_call_soon_threadsafe`` and
       ends the wait on ``waiter`` (a ``_Waiter``), which the calling task
       awaits.
     - Otherwise as upstream hands it over, a ``functools.partial`` of
