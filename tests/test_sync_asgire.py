@@ -9,7 +9,6 @@ import gc
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -484,10 +483,8 @@ def selector_loop() -> Any:
 
 
 def inbox_of(loop: asyncio.AbstractEventLoop) -> Any:
-    inbox = sync._LoopInbox(loop)
-    # Closed after the loop, as a loop's own inbox is once the loop is freed.
-    weakref.finalize(loop, inbox.close)
-    return inbox
+    sync._open_inbox(loop)
+    return sync._inboxes[id(loop)]()
 
 
 needs_eventfd = pytest.mark.skipif(

@@ -983,6 +983,24 @@ def test_wrapper_does_not_keep_its_arguments_alive() -> None:
     assert ref() is None
 
 
+def test_a_loop_closed_before_a_calls_outcome_is_collected_is_still_freed() -> None:
+    release = threading.Event()
+    loop = asyncio.new_event_loop()
+    # The call's task is destroyed pending, which the loop reports.
+    loop.set_exception_handler(lambda loop, context: None)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        wait = sync_to_async(release.wait, thread_sensitive=False, executor=pool)
+        call = loop.create_task(wait(10))
+        loop.run_until_complete(asyncio.sleep(0.05))  # the call reaches the worker
+        release.set()
+    # The worker has handed the outcome to the loop, which never ran again.
+    loop.close()
+    loop_ref = weakref.ref(loop)
+    del loop, call
+    gc.collect()
+    assert loop_ref() is None
+
+
 def test_each_new_loop_in_a_thread_is_the_one_its_calls_report() -> None:
     def calling_loop() -> object:
         return SyncToAsync.threadlocal.main_event_loop

@@ -380,34 +380,29 @@ def _queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
 # is still called through it, so that whatever hooks it sees every callback.
 
 _HAS_EVENTFD = hasattr(os, "eventfd")
-# id(loop) -> its inbox. Keyed by id so as not to keep loops alive: an entry
-# goes when its loop is freed, before the id can be reused, and a thread
-# posting to a loop holds the loop.
-_inboxes: dict[int, _LoopInbox] = {}
+# id(loop) -> its inbox, weakly: the loop alone keeps its inbox alive, through
+# the reader registered with it, until it closes. An entry goes with its inbox,
+# before the loop's id can be reused; a thread posting to a loop holds the
+# loop. Nothing here keeps a loop alive, even with callbacks left in its inbox
+# (they hold the loop) when it closed.
+_inboxes: dict[int, weakref.ref[_LoopInbox]] = {}
 
 
 class _LoopInbox:
-    """Callbacks that other threads send to one selector event loop.
+    """Callbacks that other threads send to one selector event loop, and the
+    eventfd that wakes the loop for them, closed with the inbox."""
 
-    It holds no reference to the loop (see ``_inboxes``); the loop holds it,
-    through the reader registered with it.
-    """
+    __slots__ = ("__weakref__", "_fd", "_pending", "method")
 
-    __slots__ = ("_fd", "_pending", "method")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, fd: int, method: object) -> None:
+        self._fd = fd
         # The loop class's call_soon_threadsafe, unreplaced when the inbox
         # opened: once that changes, callbacks go through the new one.
-        self.method = type(loop).call_soon_threadsafe
-        self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.method = method
         self._pending: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
-        try:
-            # The reader's handle keeps the context it is registered in for
-            # as long as the loop lives: an empty one holds nothing alive.
-            contextvars.Context().run(loop.add_reader, self._fd, self._run, loop)
-        except BaseException:
-            os.close(self._fd)
-            raise
+
+    def __del__(self) -> None:
+        os.close(self._fd)
 
     def post(
         self,
@@ -424,7 +419,8 @@ class _LoopInbox:
         # After the append: a read that consumes this write finds the item.
         os.eventfd_write(self._fd, 1)
 
-    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+    def run(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop's reader: run the callbacks posted so far."""
         os.eventfd_read(self._fd)
         pending = self._pending
         try:
@@ -449,9 +445,6 @@ class _LoopInbox:
                 # signal was consumed above, so signal again.
                 os.eventfd_write(self._fd, 1)
 
-    def close(self) -> None:
-        os.close(self._fd)
-
 
 def _open_inbox(loop: asyncio.AbstractEventLoop) -> None:
     """Give ``loop`` an inbox if it is a stock selector loop; on its thread.
@@ -469,17 +462,21 @@ def _open_inbox(loop: asyncio.AbstractEventLoop) -> None:
     ):
         return
     try:
-        inbox = _LoopInbox(loop)
+        inbox = _LoopInbox(
+            os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC),
+            loop_type.call_soon_threadsafe,
+        )
+        # The reader's handle keeps the context it is registered in for as
+        # long as the loop lives: an empty one holds nothing alive.
+        contextvars.Context().run(loop.add_reader, inbox._fd, inbox.run, loop)
     except (OSError, NotImplementedError):
         return  # out of descriptors, or a loop that takes no readers
     key = id(loop)
-    _inboxes[key] = inbox
-    weakref.finalize(loop, _forget_inbox, key, inbox)
+    _inboxes[key] = weakref.ref(inbox, functools.partial(_forget_inbox, key))
 
 
-def _forget_inbox(key: int, inbox: _LoopInbox) -> None:
-    del _inboxes[key]
-    inbox.close()
+def _forget_inbox(key: int, _: weakref.ref[_LoopInbox]) -> None:
+    _inboxes.pop(key, None)
 
 
 def _call_soon_threadsafe(
@@ -487,7 +484,8 @@ def _call_soon_threadsafe(
 ) -> None:
     """``loop.call_soon_threadsafe(callback, *args)``, through the loop's
     inbox while it has one and the method is not replaced."""
-    inbox = _inboxes.get(id(loop))
+    inbox_ref = _inboxes.get(id(loop))
+    inbox = None if inbox_ref is None else inbox_ref()
     if (
         inbox is None
         or type(loop).call_soon_threadsafe is not inbox.method
