@@ -280,7 +280,8 @@ def _plain_loop_method(loop: asyncio.AbstractEventLoop, name: str) -> bool:
     replaced in place."""
     loop_type = type(loop)
     method = getattr(loop_type, name)
-    if not _is_original(method, _BASE_EVENTS_FILE):
+    # The known originals inline: this runs on every crossing.
+    if id(method) not in _originals and not _is_original(method, _BASE_EVENTS_FILE):
         # The class it comes from: every loop class has one, AbstractEventLoop.
         owner = next(k for k in loop_type.__mro__ if name in vars(k))
         if vars(owner)[name] is not method or not owner.__flags__ & _IMMUTABLE_TYPE:
@@ -392,13 +393,10 @@ class _LoopInbox:
     """Callbacks that other threads send to one selector event loop, and the
     eventfd that wakes the loop for them, closed with the inbox."""
 
-    __slots__ = ("__weakref__", "_fd", "_pending", "method")
+    __slots__ = ("__weakref__", "_fd", "_pending")
 
-    def __init__(self, fd: int, method: object) -> None:
+    def __init__(self, fd: int) -> None:
         self._fd = fd
-        # The loop class's call_soon_threadsafe, unreplaced when the inbox
-        # opened: once that changes, callbacks go through the new one.
-        self.method = method
         self._pending: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
 
     def __del__(self) -> None:
@@ -462,10 +460,7 @@ def _open_inbox(loop: asyncio.AbstractEventLoop) -> None:
     ):
         return
     try:
-        inbox = _LoopInbox(
-            os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC),
-            loop_type.call_soon_threadsafe,
-        )
+        inbox = _LoopInbox(os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
         # The reader's handle keeps the context it is registered in for as
         # long as the loop lives: an empty one holds nothing alive.
         contextvars.Context().run(loop.add_reader, inbox._fd, inbox.run, loop)
@@ -486,11 +481,7 @@ def _call_soon_threadsafe(
     inbox while it has one and the method is not replaced."""
     inbox_ref = _inboxes.get(id(loop))
     inbox = None if inbox_ref is None else inbox_ref()
-    if (
-        inbox is None
-        or type(loop).call_soon_threadsafe is not inbox.method
-        or "call_soon_threadsafe" in loop.__dict__
-    ):
+    if inbox is None or not _plain_loop_method(loop, "call_soon_threadsafe"):
         loop.call_soon_threadsafe(callback, *args)
     else:
         inbox.post(loop, callback, args)
