@@ -560,7 +560,8 @@ def test_a_loop_that_takes_no_readers_is_still_crossed_without_an_inbox() -> Non
             loop.run_until_complete(sync_to_async(abs, thread_sensitive=False)(-2)) == 2
         )
         assert id(loop) not in sync._inboxes
-        assert len(os.listdir("/proc/self/fd")) == descriptors
+        # Fewer is fine: an idle loop thread may end and close its own.
+        assert len(os.listdir("/proc/self/fd")) <= descriptors
     finally:
         loop.close()
 
@@ -581,5 +582,6 @@ def test_a_freed_loop_releases_its_inbox() -> None:
     for _ in range(20):
         crossed_loop()
     gc.collect()
-    assert len(sync._inboxes) == inboxes
-    assert len(os.listdir("/proc/self/fd")) == descriptors
+    assert len(sync._inboxes) <= inboxes
+    # Fewer is fine: an idle loop thread may end and close its own.
+    assert len(os.listdir("/proc/self/fd")) <= descriptors
