@@ -82,6 +82,19 @@ class HeldFunction:
             self.loop.call_soon_threadsafe(self.finished.set)
 
 
+async def start_held_call(
+    thread_sensitive: bool = True,
+) -> tuple[HeldFunction, asyncio.Future[str]]:
+    """Call a ``HeldFunction`` through ``sync_to_async`` in a task; return
+    both once the function has started."""
+    held = HeldFunction(asyncio.get_running_loop())
+    task = asyncio.ensure_future(
+        sync_to_async(held, thread_sensitive=thread_sensitive)()
+    )
+    await held.started.wait()
+    return held, task
+
+
 async def cancel_while_inner_runs(
     scenario: Scenario,
     thread_sensitive: bool = True,
@@ -196,11 +209,7 @@ async def test_cancellation_inside_a_thread_sensitive_context() -> None:
 async def test_without_async_callbacks_the_task_is_cancelled_at_once(
     thread_sensitive: bool,
 ) -> None:
-    held = HeldFunction(asyncio.get_running_loop())
-    task = asyncio.ensure_future(
-        sync_to_async(held, thread_sensitive=thread_sensitive)()
-    )
-    await held.started.wait()
+    held, task = await start_held_call(thread_sensitive)
     # The task does not wait for the sync function, which keeps running.
     await cancel_without_waiting(task, held.release)
     await asyncio.wait_for(held.finished.wait(), timeout=10)
@@ -209,9 +218,7 @@ async def test_without_async_callbacks_the_task_is_cancelled_at_once(
 async def test_cancelled_thread_sensitive_call_leaves_the_single_thread_usable() -> (
     None
 ):
-    held = HeldFunction(asyncio.get_running_loop())
-    task = asyncio.ensure_future(sync_to_async(held)())
-    await held.started.wait()
+    held, task = await start_held_call()
     await cancel_without_waiting(task, held.release)
     # The abandoned call finishes in the background and the single thread
     # goes on serving new calls.
@@ -219,10 +226,8 @@ async def test_cancelled_thread_sensitive_call_leaves_the_single_thread_usable()
 
 
 async def test_cancelling_before_the_sync_function_starts() -> None:
-    occupy = HeldFunction(asyncio.get_running_loop())
+    occupy, occupier = await start_held_call()
     ran: list[str] = []
-    occupier = asyncio.ensure_future(sync_to_async(occupy)())
-    await occupy.started.wait()
     queued = asyncio.ensure_future(sync_to_async(ran.append)("queued ran"))
     await asyncio.sleep(0)
     await cancel_without_waiting(queued, occupy.release)
@@ -316,11 +321,7 @@ async def test_cancelled_again_as_the_inner_coroutine_returns_stops_waiting() ->
 async def test_cancelling_twice_in_one_step_cancels_the_task_once(
     thread_sensitive: bool,
 ) -> None:
-    held = HeldFunction(asyncio.get_running_loop())
-    task = asyncio.ensure_future(
-        sync_to_async(held, thread_sensitive=thread_sensitive)()
-    )
-    await held.started.wait()
+    held, task = await start_held_call(thread_sensitive)
     assert task.cancel()
     # Again, before the task has seen the first.
     await cancel_without_waiting(task, held.release)
