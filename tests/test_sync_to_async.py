@@ -15,7 +15,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -711,27 +711,38 @@ def test_work_sent_back_to_an_async_to_sync_caller_runs_under_thread_handler() -
     assert async_to_sync(inner)()
 
 
-@pytest.mark.parametrize("hooked_on", ["class", "loop"])
+HOOK_PLACES = pytest.mark.parametrize("hooked_on", ["class", "loop"])
+
+
+def hook_loop_method(
+    monkeypatch: pytest.MonkeyPatch,
+    loop: asyncio.AbstractEventLoop,
+    name: str,
+    hooked_on: str,
+    hook: Callable[..., Any],
+) -> None:
+    """Install ``hook`` (which takes the loop first) as the method ``name``
+    of asyncio's loop class, or of ``loop`` alone."""
+    if hooked_on == "class":
+        monkeypatch.setattr(asyncio.BaseEventLoop, name, hook)
+    else:
+        monkeypatch.setattr(loop, name, functools.partial(hook, loop))
+
+
+@HOOK_PLACES
 @pytest.mark.parametrize("thread_sensitive", [True, False])
 async def test_a_hooked_run_in_executor_sees_each_call(
     monkeypatch: pytest.MonkeyPatch, hooked_on: str, thread_sensitive: bool
 ) -> None:
-    loop = asyncio.get_running_loop()
     seen: list[tuple[Executor | None, Any]] = []
     original = asyncio.BaseEventLoop.run_in_executor
 
-    def recording(executor: Executor | None, fn: Any, *args: Any) -> Any:
+    def recording(self: Any, executor: Executor | None, fn: Any, *args: Any) -> Any:
         seen.append((executor, fn))
-        return original(cast(asyncio.BaseEventLoop, loop), executor, fn, *args)
+        return original(self, executor, fn, *args)
 
-    if hooked_on == "class":
-        monkeypatch.setattr(
-            asyncio.BaseEventLoop,
-            "run_in_executor",
-            lambda self, *args: recording(*args),
-        )
-    else:
-        monkeypatch.setattr(loop, "run_in_executor", recording)
+    loop = asyncio.get_running_loop()
+    hook_loop_method(monkeypatch, loop, "run_in_executor", hooked_on, recording)
     wrapper = sync_to_async(add, thread_sensitive=thread_sensitive)
     assert await wrapper(1, 2) == 3
     assert await wrapper(3, b=4) == 7
@@ -744,7 +755,7 @@ async def test_a_hooked_run_in_executor_sees_each_call(
             assert executor is None
 
 
-@pytest.mark.parametrize("hooked_on", ["class", "loop"])
+@HOOK_PLACES
 @pytest.mark.parametrize("thread_sensitive", [True, False])
 async def test_a_hooked_call_soon_threadsafe_sees_each_outcome_come_back(
     monkeypatch: pytest.MonkeyPatch, hooked_on: str, thread_sensitive: bool
@@ -761,10 +772,7 @@ async def test_a_hooked_call_soon_threadsafe_sees_each_outcome_come_back(
         from_threads.append(threading.current_thread().name)
         return original(self, callback, *args, **kwargs)
 
-    if hooked_on == "class":
-        monkeypatch.setattr(asyncio.BaseEventLoop, "call_soon_threadsafe", recording)
-    else:
-        monkeypatch.setattr(loop, "call_soon_threadsafe", recording.__get__(loop))
+    hook_loop_method(monkeypatch, loop, "call_soon_threadsafe", hooked_on, recording)
     assert await wrapper(1, 2) == 3
     assert await wrapper(3, b=4) == 7
     loop_thread = threading.current_thread().name
