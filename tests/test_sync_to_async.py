@@ -906,6 +906,48 @@ def test_an_instrumented_current_thread_executor_submit_sees_each_call(
     assert is_thread_handler_job(submitted[0])
 
 
+def test_a_keyword_added_by_a_patched_call_can_be_taken_back_in_thread_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The New Relic agent patches both methods on SyncToAsync itself: __call__
+    # adds a keyword carrying its trace, and thread_handler pops it out of the
+    # partial that binds the call's arguments, before the function runs.
+    original_call = SyncToAsync.__call__
+    original_handler = SyncToAsync.thread_handler
+    taken: list[object] = []
+
+    async def patched_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["_agent_trace"] = object()
+        return await original_call(self, *args, **kwargs)
+
+    def patched_handler(
+        self: Any, loop: Any, exc_info: Any, task_context: Any, func: Any, *args: Any
+    ) -> Any:
+        child = args[0]
+        assert isinstance(child, functools.partial)
+        taken.append(child.keywords.pop("_agent_trace", None))
+        return original_handler(self, loop, exc_info, task_context, func, *args)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", patched_call)
+    monkeypatch.setattr(SyncToAsync, "thread_handler", patched_handler)
+
+    def no_extra_keywords(value: int) -> threading.Thread:
+        return threading.current_thread()
+
+    async def calls() -> list[threading.Thread]:
+        return [
+            await sync_to_async(no_extra_keywords)(1),
+            await sync_to_async(no_extra_keywords, thread_sensitive=False)(2),
+        ]
+
+    caller = threading.current_thread()
+    sensitive, non_sensitive = async_to_sync(calls)()
+    assert sensitive is caller  # the thread-sensitive call came back here
+    assert non_sensitive is not caller
+    assert len(taken) == 2
+    assert all(trace is not None for trace in taken)
+
+
 @pytest.mark.parametrize("thread_sensitive", [True, False])
 async def test_keywords_named_like_thread_handler_parameters_reach_the_function(
     thread_sensitive: bool,
