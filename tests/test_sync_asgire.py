@@ -52,6 +52,30 @@ def test_single_thread_context_keeps_one_loop_open_until_it_exits() -> None:
 
 
 @pytest.mark.asgire_only
+@pytest.mark.skipif(not hasattr(os, "eventfd"), reason="loop inboxes use eventfd")
+def test_single_thread_context_loop_has_an_inbox_until_it_closes() -> None:
+    async def running_loop() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def run_block() -> None:
+        with AsyncSingleThreadContext():
+            loop = async_to_sync(running_loop)()
+            assert id(loop) in sync._inboxes
+            assert async_to_sync(running_loop)() is loop
+
+    run_block()
+    gc.collect()
+    inboxes = len(sync._inboxes)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        run_block()
+    gc.collect()
+    assert len(sync._inboxes) <= inboxes
+    # Fewer is fine: an idle loop thread may end and close its own.
+    assert len(os.listdir("/proc/self/fd")) <= descriptors
+
+
+@pytest.mark.asgire_only
 def test_single_thread_context_cancels_leftover_tasks_and_closes_generators() -> None:
     events: list[str] = []
 
