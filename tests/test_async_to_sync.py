@@ -601,6 +601,48 @@ async def test_the_outer_loops_task_factory_makes_the_task() -> None:
     assert type(task) is MarkedTask
 
 
+@pytest.mark.asgire_only  # upstream leaves the sync caller waiting for good
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")
+@pytest.mark.parametrize("single_thread", [False, True], ids=["outer", "shared"])
+def test_a_task_factory_that_raises_fails_the_call(single_thread: bool) -> None:
+    armed = threading.Event()
+
+    def factory(loop: Any, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        if armed.is_set():
+            raise ValueError("no task today")
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def set_factory() -> None:
+        asyncio.get_running_loop().set_task_factory(factory)
+
+    def call_with_the_factory_armed() -> BaseException | None:
+        armed.set()
+        try:
+            async_to_sync(running_loop)()
+        except BaseException as exc:  # what the caller got
+            return exc
+        finally:
+            armed.clear()
+        return None
+
+    async def outer() -> BaseException | None:
+        await set_factory()
+        return await sync_to_async(call_with_the_factory_armed)()
+
+    if single_thread:
+        with AsyncSingleThreadContext():
+            async_to_sync(set_factory)()
+            raised = call_with_the_factory_armed()
+    else:
+        raised = asyncio.run(outer())
+    assert isinstance(raised, ValueError)
+    assert str(raised) == "no task today"
+    # The error's traceback holds the unrun coroutine: free it here, where
+    # its "never awaited" warning is expected.
+    del raised
+    gc.collect()
+
+
 async def test_a_coroutine_that_never_suspends_reports_back_to_the_outer_loop() -> None:
     caller_thread = threading.current_thread()
 

@@ -13,7 +13,12 @@ from typing import Any
 import pytest
 
 from asgiref.local import Local
-from asgiref.sync import _restore_context, async_to_sync, sync_to_async
+from asgiref.sync import (
+    AsyncSingleThreadContext,
+    _restore_context,
+    async_to_sync,
+    sync_to_async,
+)
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
 user: contextvars.ContextVar[str] = contextvars.ContextVar("user")
@@ -222,6 +227,51 @@ async def test_context_flows_both_ways_through_the_outer_loop() -> None:
 
     assert await sync_to_async(middle)() == ("top", "innermost")
     assert read(request_id) == "innermost"
+
+
+@pytest.mark.parametrize(
+    "single_thread",
+    # Upstream starts a new loop for each call in the block, without the
+    # factory the first call set.
+    [False, pytest.param(True, marks=pytest.mark.asgire_only)],
+    ids=["outer", "shared"],
+)
+def test_a_task_factory_on_the_loop_runs_in_the_sync_callers_context(
+    single_thread: bool,
+) -> None:
+    # Tracing tools install task factories that read the current span from a
+    # context variable when a task is created.
+    seen: list[str] = []
+
+    def factory(loop: Any, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        seen.append(read(request_id))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def set_factory() -> None:
+        asyncio.get_running_loop().set_task_factory(factory)
+
+    async def inner() -> str:
+        return read(request_id)
+
+    def sync_code() -> str:
+        request_id.set("from sync code")
+        return async_to_sync(inner)()
+
+    async def outer() -> str:
+        await set_factory()
+        return await sync_to_async(sync_code)()
+
+    def run_in_shared_loop() -> str:
+        with AsyncSingleThreadContext():
+            async_to_sync(set_factory)()
+            return sync_code()
+
+    if single_thread:
+        result = contextvars.Context().run(run_in_shared_loop)
+    else:
+        result = asyncio.run(outer())
+    assert result == "from sync code"
+    assert seen[0] == "from sync code"  # later ones: the loop shutting down
 
 
 def test_context_flows_through_nested_frames() -> None:

@@ -1367,7 +1367,14 @@ def _start_task(
 ) -> None:
     """Run ``awaitable`` (which reports into ``outcome``) as a task on
     ``loop``, from a callback on that loop."""
-    task = _create_task(loop, awaitable)
+    try:
+        task = _create_task(loop, awaitable)
+    except Exception as exc:
+        # A task factory that raises would leave the coroutine unrun and its
+        # caller waiting for good: the caller gets the error instead.
+        awaitable.close()
+        outcome.set_exception(exc)
+        return
     # Already reported only if it ran to the end in an eager first step.
     if not outcome.reported:  # pragma: no branch - eager starts are 3.12+
         # A task cancelled before its first step (the loop is shutting down)
@@ -1828,8 +1835,15 @@ class AsyncToSync(Generic[_P, _R]):
             else:
                 if single is not None:
                     awaitable = _registered(awaitable, current_executor)
+                # Created in the caller's context, the task starts with a
+                # copy of it, so main_wrap finds nothing to merge one by one.
                 _call_soon_threadsafe(
-                    main_loop, _start_task, main_loop, awaitable, call_result
+                    main_loop,
+                    context[0].run,
+                    _start_task,
+                    main_loop,
+                    awaitable,
+                    call_result,
                 )
                 # A loop that closes with the call's task unfinished (or not
                 # yet created) never reports; waiting on would block this
