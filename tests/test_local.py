@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from asgiref.local import Local, _DefaultLocal, _ThreadCriticalLocal
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import (
+    AsyncSingleThreadContext,
+    AsyncToSync,
+    async_to_sync,
+    sync_to_async,
+)
 
 MISSING = "<missing>"
 
@@ -232,6 +237,62 @@ def test_values_travel_sync_to_async_to_sync_and_back() -> None:
 
     async_to_sync(middle)()
     assert local.value == 121
+
+
+@pytest.mark.parametrize("executors", ["default", "thread-critical"])
+def test_threads_sharing_a_single_thread_context_each_share_their_own_values(
+    monkeypatch: pytest.MonkeyPatch, executors: str
+) -> None:
+    # The block's loop thread was started by the first thread to call into it;
+    # a second thread given the block's context must still see its own values
+    # in the coroutines it calls, and get back what they set. AsyncToSync
+    # keeps its own state in a Local, which a tool may replace.
+    if executors == "thread-critical":
+        monkeypatch.setattr(AsyncToSync, "executors", Local(thread_critical=True))
+    local = Local()
+
+    async def bump() -> Any:
+        seen = read(local)
+        local.value = f"{seen}, then the loop"
+        await sync_to_async(innermost)()
+        return seen
+
+    def innermost() -> None:
+        local.value += ", then back"
+
+    seen: dict[str, Any] = {}
+
+    def second_thread() -> None:
+        local.value = "second"
+        seen["second"] = async_to_sync(bump)()
+        seen["second after"] = local.value
+
+    async def peek() -> Any:
+        return read(local)
+
+    def third_thread() -> None:
+        seen["third"] = async_to_sync(peek)()
+
+    with AsyncSingleThreadContext():
+        before_any_value = contextvars.copy_context()
+        local.value = "first"
+        seen["first"] = async_to_sync(bump)()
+        third = threading.Thread(target=before_any_value.run, args=(third_thread,))
+        third.start()
+        third.join(10)
+        worker = threading.Thread(
+            target=contextvars.copy_context().run, args=(second_thread,)
+        )
+        worker.start()
+        worker.join(10)
+        seen["first after"] = local.value
+    assert seen == {
+        "first": "first",
+        "second": "second",
+        "second after": "second, then the loop, then back",
+        "first after": "first, then the loop, then back",
+        "third": MISSING,
+    }
 
 
 def test_values_set_in_an_unrelated_sync_thread_do_not_reach_async_to_sync(

@@ -229,6 +229,14 @@ def _restore_context(context: contextvars.Context) -> None:
         _LOCAL_STATE.set((_affinity.token, snapshot[1]))
 
 
+def _hand_local_data(owner: object, heir: object) -> None:
+    """Make the current context's ``Local`` data, if the thread holding
+    ``owner`` can see it, visible to the thread holding ``heir`` instead."""
+    snapshot = _LOCAL_STATE.get(None)
+    if snapshot is not None and snapshot[0] is owner:
+        _LOCAL_STATE.set((heir, snapshot[1]))
+
+
 def _raise_then_call(
     exception: BaseException, func: Callable[..., _R], *args: Any, **kwargs: Any
 ) -> _R:
@@ -1394,6 +1402,7 @@ class _SharedLoop:
     def __init__(self, executor: ThreadPoolExecutor, token: object) -> None:
         ready: Future[tuple[asyncio.AbstractEventLoop, int]] = Future()
         self.pid = _pid
+        self.token = token  # the affinity its thread holds for good
         self.finished = executor.submit(self._serve, ready, token)
         self.loop, self.thread_id = ready.result()
 
@@ -1661,7 +1670,7 @@ class AsyncSingleThreadContext:
         AsyncToSync.async_single_thread_context.reset(self.token)
         self.token = None
 
-    def _loop(self) -> asyncio.AbstractEventLoop:
+    def _loop(self) -> _SharedLoop:
         """The block's loop, started by its first ``async_to_sync`` call."""
         with self._starting:
             shared = self._shared_loop
@@ -1673,7 +1682,7 @@ class AsyncSingleThreadContext:
                 shared = self._shared_loop = _SharedLoop(executor, _affinity.token)
                 # A context dropped without exiting still closes its loop.
                 weakref.finalize(self, shared.stop)
-        return shared.loop
+        return shared
 
 
 class _Outcome(Generic[_R]):
@@ -1808,10 +1817,17 @@ class AsyncToSync(Generic[_P, _R]):
             )
 
         single = None
+        # The affinity token the coroutine's thread holds, when it is not this
+        # thread's: a shared loop's thread keeps the token of the thread that
+        # started it (see asgiref.local).
+        foreign_token = None
         if main_loop is None:
             single = self.async_single_thread_context.get(None)
             if single is not None:
-                main_loop = single._loop()
+                shared = single._loop()
+                main_loop = shared.loop
+                if shared.token is not _affinity.token:
+                    foreign_token = shared.token
         old_executor = _current_thread_executor()
         current_executor = CurrentThreadExecutor(old_executor)
         # On a loop that is already running, the coroutine's report is what
@@ -1821,6 +1837,10 @@ class AsyncToSync(Generic[_P, _R]):
         )
         self.executors.current = current_executor
         context = [contextvars.copy_context()]
+        if foreign_token is not None:
+            # Hand this thread's Local data to the coroutine's thread, and
+            # take back what the coroutine leaves (in the finally below).
+            context[0].run(_hand_local_data, _affinity.token, foreign_token)
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
         try:
             target = self.awaitable(*args, **kwargs)
@@ -1857,6 +1877,8 @@ class AsyncToSync(Generic[_P, _R]):
                     )
         finally:
             _merge_context(context[0])
+            if foreign_token is not None:
+                _hand_local_data(foreign_token, _affinity.token)
             self.executors.current = old_executor
         return call_result.result()
 
