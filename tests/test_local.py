@@ -481,6 +481,63 @@ def test_values_do_not_leak_into_a_thread_running_a_copied_context(
     assert local.value == "main"
 
 
+# A thread that inherited another thread's values does not see them, but once
+# it hands its context to a crossing, the far side sees them, and so does the
+# thread itself afterwards.
+
+
+def test_async_to_sync_from_a_thread_running_a_copied_context_carries_its_values() -> (
+    None
+):
+    # What asyncio.to_thread() and anyio's worker threads do with the
+    # context of the task that started them.
+    local = Local()
+
+    async def inner() -> Any:
+        return read(local)
+
+    def worker() -> tuple[Any, Any, Any]:
+        before = read(local)
+        return before, async_to_sync(inner)(), read(local)
+
+    async def main() -> tuple[Any, Any, Any]:
+        local.value = "from the loop"
+        return await asyncio.to_thread(worker)
+
+    assert asyncio.run(main()) == (MISSING, "from the loop", "from the loop")
+
+
+def test_sync_to_async_with_a_context_another_thread_filled_carries_its_values(
+    in_new_thread: Callable[..., Any],
+) -> None:
+    local = Local()
+    local.value = "written here"
+    context = contextvars.copy_context()
+
+    async def main() -> Any:
+        return await sync_to_async(read, context=context)(local)
+
+    assert in_new_thread(lambda: asyncio.run(main())) == "written here"
+
+
+def test_sync_to_async_from_a_loop_running_a_copied_context_carries_its_values(
+    in_new_thread: Callable[..., Any],
+) -> None:
+    local = Local()
+    local.value = "written here"
+    context = contextvars.copy_context()
+
+    async def main() -> tuple[Any, Any, Any]:
+        before = read(local)
+        return before, await sync_to_async(read)(local), read(local)
+
+    assert in_new_thread(lambda: context.run(asyncio.run, main())) == (
+        MISSING,
+        "written here",
+        "written here",
+    )
+
+
 @pytest.mark.skipif(sys.version_info < (3, 14), reason="Thread(context=) is 3.14+")
 def test_values_do_not_leak_into_a_thread_given_the_spawning_context(
     in_new_thread: Callable[..., Any],

@@ -229,12 +229,21 @@ def _restore_context(context: contextvars.Context) -> None:
         _LOCAL_STATE.set((_affinity.token, snapshot[1]))
 
 
-def _hand_local_data(owner: object, heir: object) -> None:
-    """Make the current context's ``Local`` data, if the thread holding
-    ``owner`` can see it, visible to the thread holding ``heir`` instead."""
+def _adopt_local_data(heir: object = None) -> None:
+    """Make the ``Local`` data the current context carries visible to this
+    thread (or to the thread holding the affinity token ``heir``), whichever
+    thread wrote it.
+
+    A crossing calls this where upstream re-homes the storage it carries
+    (``_restore_context``): data a thread merely inherited stays hidden from
+    it until that thread hands the context to ``sync_to_async`` or
+    ``async_to_sync``, which then shows it to the function or coroutine, and
+    to the thread afterwards.
+    """
     snapshot = _LOCAL_STATE.get(None)
-    if snapshot is not None and snapshot[0] is owner:
-        _LOCAL_STATE.set((heir, snapshot[1]))
+    token = _affinity.token if heir is None else heir
+    if snapshot is not None and snapshot[0] is not token:
+        _LOCAL_STATE.set((token, snapshot[1]))
 
 
 def _raise_then_call(
@@ -1088,7 +1097,15 @@ class SyncToAsync(Generic[_P, _R]):
             executor = self._executor
 
         given = self.context
-        context = contextvars.copy_context() if given is None else given
+        if given is None:
+            # _adopt_local_data(), inlined: every crossing asks.
+            snapshot = _LOCAL_STATE.get(None)
+            if snapshot is not None and snapshot[0] is not _affinity.token:
+                _LOCAL_STATE.set((_affinity.token, snapshot[1]))
+            context = contextvars.copy_context()
+        else:
+            context = given
+            context.run(_adopt_local_data)
         handler = (
             None
             if type(self).thread_handler is _BASE_THREAD_HANDLER
@@ -1828,6 +1845,7 @@ class AsyncToSync(Generic[_P, _R]):
                 main_loop = shared.loop
                 if shared.token is not _affinity.token:
                     foreign_token = shared.token
+        _adopt_local_data()  # before executors.current replaces foreign data
         old_executor = _current_thread_executor()
         current_executor = CurrentThreadExecutor(old_executor)
         # On a loop that is already running, the coroutine's report is what
@@ -1840,7 +1858,7 @@ class AsyncToSync(Generic[_P, _R]):
         if foreign_token is not None:
             # Hand this thread's Local data to the coroutine's thread, and
             # take back what the coroutine leaves (in the finally below).
-            context[0].run(_hand_local_data, _affinity.token, foreign_token)
+            context[0].run(_adopt_local_data, foreign_token)
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
         try:
             target = self.awaitable(*args, **kwargs)
@@ -1878,7 +1896,7 @@ class AsyncToSync(Generic[_P, _R]):
         finally:
             _merge_context(context[0])
             if foreign_token is not None:
-                _hand_local_data(foreign_token, _affinity.token)
+                _adopt_local_data()
             self.executors.current = old_executor
         return call_result.result()
 
