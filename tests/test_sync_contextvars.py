@@ -166,6 +166,29 @@ async def test_given_context_accumulates_changes_across_calls() -> None:
     assert counter.get() == 0
 
 
+async def test_thread_sensitive_calls_may_share_a_given_context_at_once() -> None:
+    # The single thread runs them one after the other, so the context is never
+    # entered twice at once: the second call must not enter it on the loop.
+    given = contextvars.Context()
+    first_running = threading.Event()
+    release = threading.Event()
+
+    def first() -> str:
+        first_running.set()
+        assert release.wait(10)
+        return "first"
+
+    def second() -> str:
+        return "second"
+
+    first_call = asyncio.ensure_future(sync_to_async(first, context=given)())
+    await asyncio.to_thread(first_running.wait, 10)
+    second_call = asyncio.ensure_future(sync_to_async(second, context=given)())
+    await asyncio.sleep(0.01)  # the second call is made and queued
+    release.set()
+    assert [await first_call, await second_call] == ["first", "second"]
+
+
 # async_to_sync
 
 

@@ -246,6 +246,28 @@ def _adopt_local_data(heir: object = None) -> None:
         _LOCAL_STATE.set((token, snapshot[1]))
 
 
+def _given_context_runner(
+    context: contextvars.Context,
+) -> Callable[..., Any]:
+    """``context.run`` for a context given to ``sync_to_async``, that first
+    adopts the ``Local`` data the context carries (``_adopt_local_data``).
+
+    That has to happen inside the context, on the worker: the loop's thread
+    must not enter a context that an earlier call, serialised behind or
+    abandoned on the worker, may still be running in.
+    """
+
+    def run(func: Callable[..., Any], /, *args: Any) -> Any:
+        return context.run(_adopt_then_call, func, *args)
+
+    return run
+
+
+def _adopt_then_call(func: Callable[..., Any], /, *args: Any) -> Any:
+    _adopt_local_data()
+    return func(*args)
+
+
 def _raise_then_call(
     exception: BaseException, func: Callable[..., _R], *args: Any, **kwargs: Any
 ) -> _R:
@@ -632,7 +654,6 @@ class _SyncCall:
 
     __slots__ = (
         "args",
-        "context",
         "exception",
         "func",
         "handler",
@@ -641,6 +662,7 @@ class _SyncCall:
         "ok",
         "owner",
         "result",
+        "run_in_context",
         "settled",
         "task_context",
         "token",
@@ -655,7 +677,7 @@ class _SyncCall:
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        context: contextvars.Context,
+        run_in_context: Callable[..., Any],
         exception: BaseException | None,
         handler: Callable[..., Any] | None,
     ) -> None:
@@ -666,7 +688,9 @@ class _SyncCall:
         self.func = func
         self.args = args
         self.kwargs = kwargs
-        self.context = context
+        # What thread_handler gets as ``func``: the call's Context.run, or a
+        # stand-in for it (_given_context_runner).
+        self.run_in_context = run_in_context
         self.exception = exception
         self.token = _affinity.token
         self.task_context: list[asyncio.Task[Any]] = []
@@ -725,7 +749,13 @@ class _SyncCall:
         """``thread_handler``'s arguments. The call's own are bound in
         ``child``, so that none can clash with ``thread_handler``'s names."""
         child = functools.partial(self.func, *self.args, **self.kwargs)
-        return self.loop, self._exc_info(), self.task_context, self.context.run, child
+        return (
+            self.loop,
+            self._exc_info(),
+            self.task_context,
+            self.run_in_context,
+            child,
+        )
 
     def _exc_info(self) -> tuple[Any, Any, Any]:
         exception = self.exception
@@ -773,7 +803,7 @@ class _SyncCall:
                 self.loop,
                 self._exc_info(),
                 self.task_context,
-                self.context.run,
+                self.run_in_context,
                 self.func,
                 *self.args,
             )
@@ -1103,9 +1133,10 @@ class SyncToAsync(Generic[_P, _R]):
             if snapshot is not None and snapshot[0] is not _affinity.token:
                 _LOCAL_STATE.set((_affinity.token, snapshot[1]))
             context = contextvars.copy_context()
+            run_in_context = context.run
         else:
             context = given
-            context.run(_adopt_local_data)
+            run_in_context = _given_context_runner(given)
         handler = (
             None
             if type(self).thread_handler is _BASE_THREAD_HANDLER
@@ -1121,7 +1152,7 @@ class SyncToAsync(Generic[_P, _R]):
             else:
                 handler = hook("sync_to_async", func, handler, self._thread_sensitive)
         call = _SyncCall(
-            loop, self, func, args, kwargs, context, sys.exc_info()[1], handler
+            loop, self, func, args, kwargs, run_in_context, sys.exc_info()[1], handler
         )
         try:
             _start(call, executor, loop)
