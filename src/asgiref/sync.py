@@ -214,21 +214,6 @@ def _merge_context(changed: contextvars.Context) -> None:
             var.set(value)
 
 
-def _restore_context(context: contextvars.Context) -> None:
-    """Apply ``context``'s values to the current context, as a crossing does
-    when it returns, and make the ``Local`` data among them visible to the
-    current thread.
-
-    asgiref 3.13.0 defines this helper and code outside it imports it; the
-    crossings here don't use it, since they lend the caller's thread affinity
-    to the worker instead (see ``asgiref.local``).
-    """
-    _merge_context(context)
-    snapshot = context.get(_LOCAL_STATE)
-    if snapshot is not None and snapshot[0] is not _affinity.token:
-        _LOCAL_STATE.set((_affinity.token, snapshot[1]))
-
-
 def _adopt_local_data(heir: object = None) -> None:
     """Make the ``Local`` data the current context carries visible to this
     thread (or to the thread holding the affinity token ``heir``), whichever
@@ -244,6 +229,17 @@ def _adopt_local_data(heir: object = None) -> None:
     token = _affinity.token if heir is None else heir
     if snapshot is not None and snapshot[0] is not token:
         _LOCAL_STATE.set((token, snapshot[1]))
+
+
+def _restore_context(context: contextvars.Context) -> None:
+    """Apply ``context``'s values to the current context, as a crossing does
+    when it returns, and make the ``Local`` data it then carries visible to
+    the current thread.
+
+    asgiref 3.13.0 defines this helper and code outside it imports it.
+    """
+    _merge_context(context)
+    _adopt_local_data()
 
 
 def _given_context_runner(
@@ -1925,9 +1921,8 @@ class AsyncToSync(Generic[_P, _R]):
                         )
                     )
         finally:
-            _merge_context(context[0])
-            if foreign_token is not None:
-                _adopt_local_data()
+            # What the coroutine's thread left is this thread's again.
+            _restore_context(context[0])
             self.executors.current = old_executor
         return call_result.result()
 
