@@ -51,6 +51,21 @@ def test_single_thread_context_keeps_one_loop_open_until_it_exits() -> None:
     assert first_loop.is_closed()
 
 
+def assert_leaves_no_inbox_open(action: Callable[[], object], times: int) -> None:
+    """Run ``action`` once to warm up, then ``times`` more: neither the
+    inboxes nor the process's descriptors may grow."""
+    action()
+    gc.collect()
+    inboxes = len(sync._inboxes)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    for _ in range(times):
+        action()
+    gc.collect()
+    assert len(sync._inboxes) <= inboxes
+    # Fewer is fine: an idle loop thread may end and close its own.
+    assert len(os.listdir("/proc/self/fd")) <= descriptors
+
+
 @pytest.mark.asgire_only
 @pytest.mark.skipif(not hasattr(os, "eventfd"), reason="loop inboxes use eventfd")
 def test_single_thread_context_loop_has_an_inbox_until_it_closes() -> None:
@@ -63,16 +78,7 @@ def test_single_thread_context_loop_has_an_inbox_until_it_closes() -> None:
             assert id(loop) in sync._inboxes
             assert async_to_sync(running_loop)() is loop
 
-    run_block()
-    gc.collect()
-    inboxes = len(sync._inboxes)
-    descriptors = len(os.listdir("/proc/self/fd"))
-    for _ in range(5):
-        run_block()
-    gc.collect()
-    assert len(sync._inboxes) <= inboxes
-    # Fewer is fine: an idle loop thread may end and close its own.
-    assert len(os.listdir("/proc/self/fd")) <= descriptors
+    assert_leaves_no_inbox_open(run_block, times=5)
 
 
 @pytest.mark.asgire_only
@@ -599,13 +605,4 @@ def test_a_freed_loop_releases_its_inbox() -> None:
 
         asyncio.run(cross())
 
-    crossed_loop()
-    gc.collect()
-    inboxes = len(sync._inboxes)
-    descriptors = len(os.listdir("/proc/self/fd"))
-    for _ in range(20):
-        crossed_loop()
-    gc.collect()
-    assert len(sync._inboxes) <= inboxes
-    # Fewer is fine: an idle loop thread may end and close its own.
-    assert len(os.listdir("/proc/self/fd")) <= descriptors
+    assert_leaves_no_inbox_open(crossed_loop, times=20)

@@ -28,10 +28,11 @@ caller's behalf (``_affinity``), which is exactly when data must be shared
 across threads. A thread that merely inherited a context never holds the
 token, so it starts empty; only if it hands that context to ``sync_to_async``
 or ``async_to_sync`` are the values it carries re-tagged for it, as upstream
-asgiref re-homes the storage a crossing carries. The one thread that serves callers from several
-threads at once, an ``AsyncSingleThreadContext``'s loop thread, keeps the
-token of the thread that started it; a call from another thread re-tags its
-snapshot for the loop thread on the way in and back on the way out.
+asgiref re-homes the storage a crossing carries. The one thread that serves
+callers from several threads at once, an ``AsyncSingleThreadContext``'s loop
+thread, keeps the token of the thread that started it; a call from another
+thread re-tags its snapshot for the loop thread on the way in and back on the
+way out.
 """
 
 from __future__ import annotations
