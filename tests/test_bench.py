@@ -13,6 +13,7 @@ import io
 import json
 import math
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -526,3 +527,78 @@ def test_serve_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert bench.main(["--serve"]) == 0
     (environment,) = map(json.loads, replies.getvalue().splitlines())
     assert environment["environment"]["provider"] == "asgire"
+
+
+@pytest.fixture
+def instructions(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """benchmarks/instructions.py, which imports compare.py beside it."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    for name in ("compare", "instructions"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module("instructions")
+    for name in ("compare", "instructions"):
+        monkeypatch.delitem(sys.modules, name)
+    return module
+
+
+def test_instructions_per_op_cancel_start_up(instructions: ModuleType) -> None:
+    # local_get does ten reads per unit: 200 units in the short run, 1,200 in
+    # the long one, so 10,000 more reads for 50,000 more instructions.
+    assert instructions.short_run_units("local_get") == 200
+    assert instructions.short_run_units("s2a_gather_100") == 2
+    assert instructions.short_run_units("s2a_sensitive") == 200
+    assert instructions.per_operation("local_get", 1_000_000, 1_050_000) == 5.0
+
+
+def test_instructions_reads_callgrinds_last_total(instructions: ModuleType) -> None:
+    report = "==1== Callgrind\n==1== Collected : 12\n==1==\n==1== Collected : 345\n"
+    assert instructions.callgrind_total(report) == 345
+    with pytest.raises(RuntimeError, match="no instruction count"):
+        instructions.callgrind_total("valgrind: command not found")
+
+
+def test_instructions_table(instructions: ModuleType) -> None:
+    counts = [
+        instructions.Count("s2a_sensitive", 200_000.0, 70_000.0),
+        instructions.Count("bare_hop", 60_000.0, 60_000.0),
+    ]
+    text = instructions.render(counts, markdown=False).splitlines()
+    assert text[0].split() == [
+        "workload",
+        "upstream",
+        "asgire",
+        "ratio",
+        "clock",
+        "target",
+    ]
+    assert text[1].split() == [
+        "s2a_sensitive",
+        "200,000",
+        "70,000",
+        "0.35",
+        "≤",
+        "0.45",
+    ]
+    assert text[2].split() == ["bare_hop", "60,000", "60,000", "1.00"]
+    markdown = instructions.render(counts, markdown=True).splitlines()
+    assert markdown[2] == "| `s2a_sensitive` | 200,000 | 70,000 | 0.35 | ≤ 0.45 |"
+
+
+def test_instructions_rejects_unknown_workloads(
+    instructions: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        instructions.parse_arguments(["--only", "no_such_workload"])
+    assert exit_.value.code == 2
+    assert "no_such_workload" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="needs valgrind")
+@pytest.mark.timeout(180)
+def test_instructions_counts_a_workload_under_valgrind(
+    instructions: ModuleType,
+) -> None:
+    # A Local read is a few thousand instructions with the loop around it;
+    # a count of zero or millions would mean the differencing is broken.
+    per_op = instructions.count_side(Path(sys.executable), "local_get")
+    assert 100 < per_op < 50_000
