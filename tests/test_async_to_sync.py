@@ -804,6 +804,29 @@ def test_nested_async_to_sync_reuses_the_loop_of_the_enclosing_one() -> None:
     assert inner_loop is outer_loop
 
 
+def test_a_task_a_nested_call_leaves_behind_still_reaches_the_sync_thread() -> None:
+    # The nested call returns, and its sync thread's executor quits, before
+    # the task it started makes its thread-sensitive call: that call goes to
+    # the closest sync thread still waiting, the outermost caller.
+    ran_in: list[threading.Thread] = []
+
+    def record_thread() -> None:
+        ran_in.append(threading.current_thread())
+
+    async def outer() -> None:
+        left_behind: list[asyncio.Task[None]] = []
+
+        async def start_and_leave() -> None:
+            task = asyncio.create_task(sync_to_async(record_thread)())
+            left_behind.append(task)
+
+        await sync_to_async(async_to_sync(start_and_leave))()
+        await left_behind[0]
+
+    async_to_sync(outer)()
+    assert ran_in == [threading.current_thread()]
+
+
 def test_async_single_thread_context_is_ignored_when_an_outer_loop_exists() -> None:
     async def outer() -> tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]:
         def middle() -> asyncio.AbstractEventLoop:
