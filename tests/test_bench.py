@@ -598,7 +598,8 @@ def test_instructions_rejects_unknown_workloads(
 def test_instructions_counts_a_workload_under_valgrind(
     instructions: ModuleType,
 ) -> None:
-    # A Local read is a few thousand instructions with the loop around it;
-    # a count of zero or millions would mean the differencing is broken.
+    # A Local read is about 2,600 instructions with its share of the loop
+    # around it (3.11 to 3.13; 3,600 on 3.10). The bounds are within 4x of that either way, so that
+    # losing the ten reads per unit, or counting them twice over, shows.
     per_op = instructions.count_side(Path(sys.executable), "local_get")
-    assert 100 < per_op < 50_000
+    assert 600 < per_op < 10_000
