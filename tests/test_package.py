@@ -1,5 +1,170 @@
+import pkgutil
+import sys
+import types
+
+import pytest
+
 import asgiref
 
 
 def test_version_mirrors_upstream_api_level() -> None:
     assert asgiref.__version__ == "3.13.0"
+
+
+# What ``from asgiref.<module> import *`` binds in upstream asgiref 3.13.0.
+# Most upstream modules have no ``__all__``, so the star import brings every
+# public name they define or import, modules and typing helpers included;
+# code written against upstream may rely on any of them.
+STAR_IMPORTS = {
+    "asgiref": [],
+    "asgiref.compatibility": [
+        "double_to_single_callable",
+        "guarantee_single_callable",
+        "inspect",
+        "is_double_callable",
+        "iscoroutinefunction",
+    ],
+    "asgiref.current_thread_executor": [
+        "Any",
+        "Callable",
+        "CurrentThreadExecutor",
+        "Executor",
+        "Future",
+        "ParamSpec",
+        "TypeVar",
+        "deque",
+        "threading",
+    ],
+    "asgiref.local": ["Any", "Local", "asyncio", "contextvars", "final", "threading"],
+    "asgiref.server": [
+        "StatelessServer",
+        "asyncio",
+        "guarantee_single_callable",
+        "logger",
+        "logging",
+        "time",
+        "traceback",
+    ],
+    "asgiref.sync": [
+        "Any",
+        "AsyncSingleThreadContext",
+        "AsyncToSync",
+        "Awaitable",
+        "Callable",
+        "Coroutine",
+        "CurrentThreadExecutor",
+        "Dict",
+        "Executor",
+        "Future",
+        "Generic",
+        "InvalidStateError",
+        "List",
+        "Local",
+        "Optional",
+        "ParamSpec",
+        "SyncToAsync",
+        "TYPE_CHECKING",
+        "ThreadPoolExecutor",
+        "ThreadSensitiveContext",
+        "TypeVar",
+        "async_to_sync",
+        "asyncio",
+        "contextvars",
+        "functools",
+        "inspect",
+        "iscoroutinefunction",
+        "markcoroutinefunction",
+        "os",
+        "overload",
+        "sync_to_async",
+        "sys",
+        "threading",
+        "warnings",
+        "weakref",
+    ],
+    "asgiref.testing": [
+        "ApplicationCommunicator",
+        "asyncio",
+        "contextvars",
+        "guarantee_single_callable",
+        "time",
+    ],
+    "asgiref.timeout": [
+        "Any",
+        "Optional",
+        "TracebackType",
+        "asyncio",
+        "timeout",
+        "warnings",
+    ],
+    "asgiref.typing": [
+        "ASGI2Application",
+        "ASGI2Protocol",
+        "ASGI3Application",
+        "ASGIApplication",
+        "ASGIReceiveCallable",
+        "ASGIReceiveEvent",
+        "ASGISendCallable",
+        "ASGISendEvent",
+        "ASGIVersions",
+        "HTTPDisconnectEvent",
+        "HTTPRequestEvent",
+        "HTTPResponseBodyEvent",
+        "HTTPResponsePathsendEvent",
+        "HTTPResponseStartEvent",
+        "HTTPResponseTrailersEvent",
+        "HTTPScope",
+        "HTTPServerPushEvent",
+        "LifespanScope",
+        "LifespanShutdownCompleteEvent",
+        "LifespanShutdownEvent",
+        "LifespanShutdownFailedEvent",
+        "LifespanStartupCompleteEvent",
+        "LifespanStartupEvent",
+        "LifespanStartupFailedEvent",
+        "Scope",
+        "WWWScope",
+        "WebSocketAcceptEvent",
+        "WebSocketCloseEvent",
+        "WebSocketConnectEvent",
+        "WebSocketDisconnectEvent",
+        "WebSocketReceiveEvent",
+        "WebSocketResponseBodyEvent",
+        "WebSocketResponseStartEvent",
+        "WebSocketScope",
+        "WebSocketSendEvent",
+    ],
+    "asgiref.wsgi": [
+        "AsyncToSync",
+        "SpooledTemporaryFile",
+        "WsgiToAsgi",
+        "WsgiToAsgiInstance",
+        "defaultdict",
+        "sync_to_async",
+        "sys",
+    ],
+}
+
+
+def test_every_module_is_listed() -> None:
+    found = {"asgiref"} | {
+        f"asgiref.{info.name}" for info in pkgutil.iter_modules(asgiref.__path__)
+    }
+    assert found == set(STAR_IMPORTS)
+
+
+@pytest.mark.parametrize("module", sorted(STAR_IMPORTS))
+def test_star_import_binds_upstreams_names(module: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(f"from {module} import *", namespace)
+    del namespace["__builtins__"]
+    if module == "asgiref":
+        # The package binds each submodule once imported, upstream too.
+        for name in list(namespace):
+            if getattr(namespace[name], "__name__", None) == f"asgiref.{name}":
+                del namespace[name]
+    assert sorted(namespace) == STAR_IMPORTS[module]
+    # A name upstream binds to a module is that module.
+    for name, value in namespace.items():
+        if isinstance(value, types.ModuleType):
+            assert value is sys.modules[name]

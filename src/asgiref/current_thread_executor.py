@@ -11,12 +11,25 @@ and ends it with ``_finish()`` when the coroutine reports, without a future.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from queue import Empty, SimpleQueue
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-__all__ = ["CurrentThreadExecutor"]
+# What ``import *`` binds: upstream's names, as its module (which mostly has no
+# ``__all__``) binds them, imported modules and typing helpers included.
+__all__ = [
+    "Any",
+    "Callable",
+    "CurrentThreadExecutor",
+    "Executor",
+    "Future",
+    "ParamSpec",
+    "TypeVar",
+    "deque",
+    "threading",
+]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

@@ -42,7 +42,9 @@ import contextvars
 import threading
 from typing import TYPE_CHECKING, Any, final
 
-__all__ = ["Local"]
+# What ``import *`` binds: upstream's names, as its module (which mostly has no
+# ``__all__``) binds them, imported modules and typing helpers included.
+__all__ = ["Any", "Local", "asyncio", "contextvars", "final", "threading"]
 
 _object_setattr = object.__setattr__
 _get_running_loop = asyncio._get_running_loop

@@ -8,7 +8,17 @@ from typing import Any
 
 from .compatibility import guarantee_single_callable
 
-__all__ = ["StatelessServer"]
+# What ``import *`` binds: upstream's names, as its module (which mostly has no
+# ``__all__``) binds them, imported modules and typing helpers included.
+__all__ = [
+    "StatelessServer",
+    "asyncio",
+    "guarantee_single_callable",
+    "logger",
+    "logging",
+    "time",
+    "traceback",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -35,17 +35,23 @@ import weakref
 from asyncio.selector_events import BaseSelectorEventLoop as _SelectorLoop
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import thread as _cf_thread
 from queue import Empty, SimpleQueue
 from types import FunctionType
-from typing import (
+
+# Dict, List and Optional go unused here: upstream binds them, so ``import *``
+# brings them (see __all__), as does InvalidStateError above.
+from typing import (  # noqa: UP035
     TYPE_CHECKING,
     Any,
     ClassVar,
+    Dict,
     Generic,
+    List,
     Literal,
     NoReturn,
+    Optional,
     ParamSpec,
     TypeVar,
     overload,
@@ -59,15 +65,44 @@ from .local import Local, _affinity, _peek
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
 
+# What ``import *`` binds: upstream's names, as its module (which mostly has no
+# ``__all__``) binds them, imported modules and typing helpers included.
 __all__ = [
+    "TYPE_CHECKING",
+    "Any",
     "AsyncSingleThreadContext",
     "AsyncToSync",
+    "Awaitable",
+    "Callable",
+    "Coroutine",
+    "CurrentThreadExecutor",
+    "Dict",
+    "Executor",
+    "Future",
+    "Generic",
+    "InvalidStateError",
+    "List",
+    "Local",
+    "Optional",
+    "ParamSpec",
     "SyncToAsync",
+    "ThreadPoolExecutor",
     "ThreadSensitiveContext",
+    "TypeVar",
     "async_to_sync",
+    "asyncio",
+    "contextvars",
+    "functools",
+    "inspect",
     "iscoroutinefunction",
     "markcoroutinefunction",
+    "os",
+    "overload",
     "sync_to_async",
+    "sys",
+    "threading",
+    "warnings",
+    "weakref",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
