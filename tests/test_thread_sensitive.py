@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import threading
@@ -208,6 +209,42 @@ async def test_sequential_calls_from_one_task_do_not_trip_the_deadlock_guard() -
     async with ThreadSensitiveContext():
         await here()
     await here()
+
+
+def fails() -> None:
+    raise ValueError("failed")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(here, id="thread-sensitive"),
+        pytest.param(anywhere, id="non-sensitive"),
+        pytest.param(sync_to_async(fails), id="raising"),
+        pytest.param(
+            sync_to_async(fails, thread_sensitive=False), id="raising-non-sensitive"
+        ),
+    ],
+)
+async def test_deadlock_guard_reads_false_after_every_call(
+    call: Callable[[], Awaitable[Any]],
+) -> None:
+    # Code that inspects the guard may read it without a default.
+    async def check() -> bool:
+        with contextlib.suppress(ValueError):
+            await call()
+        return SyncToAsync.deadlock_context.get()
+
+    assert await spawn_in_empty_context(check()) is False
+
+
+async def test_deadlock_guard_reads_false_after_a_call_in_a_context() -> None:
+    async def check() -> bool:
+        async with ThreadSensitiveContext():
+            await here()
+            return SyncToAsync.deadlock_context.get()
+
+    assert await spawn_in_empty_context(check()) is False
 
 
 # Returning to the thread of a waiting async_to_sync

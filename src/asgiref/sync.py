@@ -1198,8 +1198,9 @@ class SyncToAsync(Generic[_P, _R]):
         finally:
             if given is None:
                 _merge_context(context)
-            # Setting False where it is unset or False already changes nothing.
-            if self.deadlock_context.get(False):
+            # The caller reads False afterwards, unset before or not, as
+            # upstream; setting it where it is False already changes nothing.
+            if self.deadlock_context.get(True):
                 self.deadlock_context.set(False)
 
     @staticmethod
