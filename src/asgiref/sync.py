@@ -928,6 +928,10 @@ def _start(
             if _is_original(
                 CurrentThreadExecutor.submit, _CURRENT_THREAD_EXECUTOR_FILE
             ) and "submit" not in vars(executor):
+                if executor._work_thread is threading.current_thread():
+                    # The check submit() makes: that thread is busy running
+                    # this very loop, so the call would wait forever.
+                    raise RuntimeError(current_thread_executor._OWN_THREAD)
                 executor._enqueue(call)
                 return
         elif executor is None:
