@@ -2039,19 +2039,17 @@ class AsyncToSync(Generic[_P, _R]):
 def _caller_loop() -> asyncio.AbstractEventLoop | None:
     """The loop whose sync_to_async call this thread is running, if any.
 
-    A loop inherited through fork() belongs to the parent process and is not
-    usable. A loop that has stopped or closed never runs the coroutine, so
-    waiting for it would hang forever: that is an error.
+    A loop inherited through fork() belongs to the parent process, and a
+    closed one (its caller gave up on this sync code, and the loop is gone)
+    can never run the coroutine: as upstream, the call then goes where a call
+    from a plain sync thread would. A loop that is only idle (between
+    ``run_until_complete`` calls) is kept: the call completes once the loop
+    runs again, and fails if the loop closes first.
     """
     state = SyncToAsync.threadlocal.__dict__
     loop = state.get("main_event_loop")
-    if loop is None or state.get("main_event_loop_pid") != _pid:
+    if loop is None or state.get("main_event_loop_pid") != _pid or loop.is_closed():
         return None
-    if loop.is_closed() or not loop.is_running():
-        raise RuntimeError(
-            "async_to_sync was called from sync code run by sync_to_async, "
-            "but the event loop that called it is no longer running"
-        )
     return loop
 
 
