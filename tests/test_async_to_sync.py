@@ -401,6 +401,86 @@ def test_an_async_generator_a_cancelled_leftover_drops_is_finalized() -> None:
     assert events == ["finalized"]
 
 
+class Escape:
+    """A coroutine body that leaves a task, an async generator and its own
+    ``finally`` pending when something ends its loop early (``interrupt``),
+    recording each clean-up in ``events``."""
+
+    def __init__(self, interrupt: Callable[[], Awaitable[None]]) -> None:
+        self.interrupt = interrupt
+        self.events: set[str] = set()
+        self.generators: list[AsyncIterator[int]] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def _lingering(self) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.events.add("task cancelled")
+            raise
+
+    async def body(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        generator = numbers_recording_close([])
+        self.generators.append(generator)  # only loop shutdown closes it
+        await generator.__anext__()
+        self.tasks.append(asyncio.ensure_future(self._lingering()))
+        await asyncio.sleep(0)
+        try:
+            await self.interrupt()
+            await asyncio.sleep(60)
+        finally:
+            self.events.add("body finally")
+
+    def generator_closed(self) -> bool:
+        frame = getattr(self.generators[0], "ag_frame", None)
+        return frame is None
+
+
+async def raise_in_a_sibling(exception: BaseException) -> None:
+    async def raiser() -> None:
+        raise exception
+
+    task = asyncio.ensure_future(raiser())
+    # Retrieved, so that asyncio does not log it when the task goes.
+    task.add_done_callback(lambda done: done.exception())
+
+
+async def stop_the_loop() -> None:
+    asyncio.get_running_loop().stop()
+
+
+@pytest.mark.parametrize(
+    ("interrupt", "raised"),
+    [
+        pytest.param(
+            lambda: raise_in_a_sibling(KeyboardInterrupt()),
+            KeyboardInterrupt,
+            id="KeyboardInterrupt",
+        ),
+        pytest.param(
+            lambda: raise_in_a_sibling(SystemExit(3)), SystemExit, id="SystemExit"
+        ),
+        pytest.param(stop_the_loop, RuntimeError, id="stopped"),
+    ],
+)
+def test_a_loop_ended_early_is_still_cleaned_up_like_asyncio_run(
+    interrupt: Callable[[], Awaitable[None]], raised: type[BaseException]
+) -> None:
+    escape = Escape(interrupt)
+    with pytest.raises(raised):
+        async_to_sync(escape.body)()
+    # Pending tasks were cancelled and awaited (the body's own included),
+    # async generators shut down, and the loop closed.
+    assert escape.events == {"task cancelled", "body finally"}
+    assert escape.tasks[0].cancelled()
+    assert escape.generator_closed()
+    assert escape.loop is not None
+    assert escape.loop.is_closed()
+    assert escape.loop not in AsyncToSync.loop_thread_executors
+
+
 @pytest.mark.skipif(
     sys.version_info < (3, 13),
     reason="asyncio.run asks for a bounded wait from 3.12; the loop bounds it from 3.13",

@@ -1527,44 +1527,76 @@ async def _wind_down() -> None:
     await. ``_turn`` gives it the same turns here.
     """
     loop = asyncio.get_running_loop()
-    this = asyncio.current_task()
-    tasks = [task for task in asyncio.all_tasks(loop) if task is not this]
-    for task in tasks:
-        task.cancel()
+    tasks = _cancel_leftovers(loop, asyncio.current_task())
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
-        for task in tasks:
-            if not task.cancelled() and task.exception() is not None:
-                loop.call_exception_handler(
-                    {
-                        "message": "unhandled exception during asyncio.run() shutdown",
-                        "exception": task.exception(),
-                        "task": task,
-                    }
-                )
+        _report_leftover_failures(loop, tasks)
     await _turn(loop)  # the turn the next run_until_complete starts with
     await loop.shutdown_asyncgens()
     await _turn(loop)  # the turn that run stops after
     await _turn(loop)  # and the next one's first
+    await _shutdown_default_executor(loop)
+
+
+def _cancel_leftovers(
+    loop: asyncio.AbstractEventLoop, spare: asyncio.Future[Any] | None = None
+) -> list[asyncio.Task[Any]]:
+    """Cancel every unfinished task of ``loop`` but ``spare``; return them."""
+    tasks = [task for task in asyncio.all_tasks(loop) if task is not spare]
+    for task in tasks:
+        task.cancel()
+    return tasks
+
+
+def _report_leftover_failures(
+    loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[Any]]
+) -> None:
+    """Report the cancelled leftovers that failed instead, as asyncio.run does."""
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception during asyncio.run() shutdown",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
+
+
+def _shutdown_default_executor(loop: asyncio.AbstractEventLoop) -> Awaitable[None]:
     if sys.version_info >= (3, 12):  # pragma: no cover - coverage is measured on 3.11
         # Like asyncio.run from 3.12 on, stop waiting for a stuck job after
         # a while (asyncio warns) rather than hang the caller for good.
-        timeout = asyncio.constants.THREAD_JOIN_TIMEOUT
-        await loop.shutdown_default_executor(timeout)
-    else:
-        await loop.shutdown_default_executor()
+        return loop.shutdown_default_executor(asyncio.constants.THREAD_JOIN_TIMEOUT)
+    return loop.shutdown_default_executor()
+
+
+def _wind_down_after_escape(loop: asyncio.AbstractEventLoop) -> None:
+    """Clean up a fresh loop that something ended before its coroutine
+    finished (a KeyboardInterrupt or SystemExit from a task, or a
+    ``loop.stop()``), as ``asyncio.run`` does then: cancel and await every
+    task left, the coroutine's own included, then shut down async generators
+    and the default executor, each in a run of the loop of its own."""
+    # The coroutine's own task is among them, unless the loop was ended
+    # after it had finished.
+    tasks = _cancel_leftovers(loop)
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    _report_leftover_failures(loop, tasks)
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(_shutdown_default_executor(loop))
 
 
 async def _then_wind_down(main: Awaitable[None]) -> None:
-    try:
-        await main
-    finally:
-        # asyncio.run stops its loop once main is done, and the stop comes
-        # after the callbacks main's last step queued: an async generator
-        # dropped there queues its aclose() task that way. One turn of the
-        # loop lets them run before the leftover tasks are collected.
-        await _turn(asyncio.get_running_loop())
-        await _wind_down()
+    # main (main_wrap) reports whatever its coroutine raises, so it returns
+    # unless the loop is ended under it: _wind_down_after_escape cleans up
+    # then, with this task among those it cancels.
+    await main
+    # asyncio.run stops its loop once main is done, and the stop comes
+    # after the callbacks main's last step queued: an async generator
+    # dropped there queues its aclose() task that way. One turn of the
+    # loop lets them run before the leftover tasks are collected.
+    await _turn(asyncio.get_running_loop())
+    await _wind_down()
 
 
 async def _turn(loop: asyncio.AbstractEventLoop) -> None:
@@ -1713,7 +1745,11 @@ def _run_in_fresh_loop(main: Coroutine[Any, Any, None]) -> None:
     loop = _new_event_loop()
     try:
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(_then_wind_down(main))
+        try:
+            loop.run_until_complete(_then_wind_down(main))
+        except BaseException:
+            _wind_down_after_escape(loop)
+            raise
     finally:
         asyncio.set_event_loop(None)
         loop.close()
