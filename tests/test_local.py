@@ -323,6 +323,41 @@ def test_thread_critical_values_do_not_follow_async_to_sync() -> None:
     assert read(local, "inner") == MISSING
 
 
+def test_thread_critical_values_a_call_sets_are_gone_in_the_next_call(
+    in_new_thread: Callable[..., Any],
+) -> None:
+    # Each call's coroutine runs in a fresh loop, where data a previous call's
+    # coroutine kept per thread is not found (Django keeps its database
+    # connections in such a Local).
+    local = Local(thread_critical=True)
+
+    async def count() -> int:
+        local.calls = getattr(local, "calls", 0) + 1
+        return local.calls
+
+    def three_calls() -> list[int]:
+        return [async_to_sync(count)() for _ in range(3)]
+
+    assert three_calls() == [1, 1, 1]
+    assert in_new_thread(three_calls) == [1, 1, 1]
+
+
+def test_thread_critical_values_reach_a_nested_call_on_the_same_loop() -> None:
+    local = Local(thread_critical=True)
+
+    async def innermost() -> Any:
+        return read(local)
+
+    def middle() -> Any:
+        return async_to_sync(innermost)()
+
+    async def outer() -> Any:
+        local.value = "outer"
+        return await sync_to_async(middle)()
+
+    assert async_to_sync(outer)() == "outer"
+
+
 def test_thread_critical_values_are_seen_by_sync_code_back_on_the_same_thread() -> None:
     local = Local(thread_critical=True)
     local.value = "outer"

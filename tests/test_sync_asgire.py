@@ -41,6 +41,19 @@ def test_async_to_sync_reuses_an_idle_loop_thread_but_never_a_loop() -> None:
 
 
 @pytest.mark.asgire_only
+def test_plain_thread_locals_on_a_reused_loop_thread_outlive_the_call() -> None:
+    # As on any pooled thread. Local(thread_critical=True) data does not
+    # (test_thread_critical_values_a_call_sets_are_gone_in_the_next_call).
+    kept = threading.local()
+
+    async def count() -> int:
+        kept.calls = getattr(kept, "calls", 0) + 1
+        return kept.calls
+
+    assert [async_to_sync(count)() for _ in range(3)] == [1, 2, 3]
+
+
+@pytest.mark.asgire_only
 def test_single_thread_context_keeps_one_loop_open_until_it_exits() -> None:
     wrapper = async_to_sync(loop_and_thread)
     with AsyncSingleThreadContext():

@@ -182,6 +182,9 @@ _local_getattribute = threading.local.__getattribute__
 _local_setattr = threading.local.__setattr__
 _local_delattr = threading.local.__delattr__
 _TASK_VALUES = "\0asgiref task values"  # not an identifier: no user attribute
+# The name of every such per-thread variable (asgiref.sync recognises them by
+# this very object).
+_THREAD_CRITICAL_VARIABLE = "asgiref.local.thread_critical"
 
 
 class _ThreadCriticalLocal(Local, threading.local):  # ty: ignore[subclass-of-final-class]
@@ -239,6 +242,6 @@ def _task_values(
     thread_values = _local_getattribute(local, "__dict__")
     variable = thread_values.get(_TASK_VALUES)
     if variable is None:
-        variable = contextvars.ContextVar("asgiref.local.thread_critical")
+        variable = contextvars.ContextVar(_THREAD_CRITICAL_VARIABLE)
         thread_values[_TASK_VALUES] = variable
     return variable

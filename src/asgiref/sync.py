@@ -60,7 +60,7 @@ from typing import (  # noqa: UP035
 from . import current_thread_executor
 from .current_thread_executor import CurrentThreadExecutor
 from .local import _STATE as _LOCAL_STATE
-from .local import Local, _affinity, _peek
+from .local import _THREAD_CRITICAL_VARIABLE, Local, _affinity, _peek
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -274,6 +274,20 @@ def _restore_context(context: contextvars.Context) -> None:
     asgiref 3.13.0 defines this helper and code outside it imports it.
     """
     _merge_context(context)
+    _adopt_local_data()
+
+
+def _restore_context_from_a_loop_thread(context: contextvars.Context) -> None:
+    """``_restore_context`` for what a fresh loop's coroutine left, less the
+    thread-critical ``Local`` data it kept for its loop thread.
+
+    Upstream runs each such loop on a thread of its own, so that data is
+    never seen again. asgire reuses the thread: were the data carried back
+    to the caller, the caller's next call, on the same thread, would find it.
+    """
+    for var, value in context.items():
+        if var.get(_MISSING) is not value and var.name is not _THREAD_CRITICAL_VARIABLE:
+            var.set(value)
     _adopt_local_data()
 
 
@@ -1998,7 +2012,10 @@ class AsyncToSync(Generic[_P, _R]):
                     )
         finally:
             # What the coroutine's thread left is this thread's again.
-            _restore_context(context[0])
+            if main_loop is None:
+                _restore_context_from_a_loop_thread(context[0])
+            else:
+                _restore_context(context[0])
             self.executors.current = old_executor
         return call_result.result()
 
