@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
+import pickle
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -168,6 +171,59 @@ async def test_setting_data_attribute_in_async_code_is_refused(
         AttributeError, match=r"^Cannot set attribute '_data' on Local$"
     ):
         local._data = {}
+
+
+def test_a_thread_critical_local_in_sync_code_takes_the_data_attribute() -> None:
+    # There it is a plain per-thread namespace, where the name is not taken.
+    local = Local(thread_critical=True)
+    local._data = "value"
+    assert local._data == "value"
+    del local._data
+    assert read(local, "_data") == MISSING
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+def test_locals_can_be_weakly_referenced(thread_critical: bool) -> None:
+    local = Local(thread_critical)
+    assert weakref.ref(local)() is local
+    by_local: weakref.WeakKeyDictionary[Local, str] = weakref.WeakKeyDictionary()
+    by_local[local] = "entry"
+    assert by_local[local] == "entry"
+    assert local in weakref.WeakSet([local])
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_locals_cannot_be_pickled(thread_critical: bool, protocol: int) -> None:
+    # Their data belongs to threads and tasks of this process.
+    local = Local(thread_critical)
+    local.value = "kept"
+    with pytest.raises(TypeError):
+        pickle.dumps(local, protocol)
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+@pytest.mark.parametrize("copy_function", [copy.copy, copy.deepcopy])
+def test_locals_cannot_be_copied(
+    thread_critical: bool, copy_function: Callable[[Any], Any]
+) -> None:
+    with pytest.raises(TypeError):
+        copy_function(Local(thread_critical))
+
+
+@pytest.mark.asgire_only
+@pytest.mark.parametrize("thread_critical", [False, True])
+def test_upstreams_internal_names_are_ordinary_attribute_names(
+    thread_critical: bool,
+) -> None:
+    # Upstream answers these with its own storage objects and methods; asgire
+    # has no such attributes, so they are free (_data stays reserved).
+    local = Local(thread_critical)
+    assert read(local, "_data") == MISSING
+    for name in ("_storage", "_lock", "_get_storage"):
+        assert read(local, name) == MISSING
+        setattr(local, name, "value")
+        assert getattr(local, name) == "value"
 
 
 # Sync threads: thread-local, shared along asgiref's own hops

@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, final
 
 # What ``import *`` binds: upstream's names, as its module (which mostly has no
 # ``__all__``) binds them, imported modules and typing helpers included.
@@ -103,6 +103,11 @@ class Local:
     def __init__(self, thread_critical: bool = False) -> None:
         pass
 
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        # Its data belongs to the threads and tasks of this process; copied
+        # without it, the copy could not even be loaded (see __new__).
+        raise TypeError(f"cannot pickle {type(self).__name__!r} object")
+
     if TYPE_CHECKING:
         # Arbitrary attributes, for type checkers; the subclasses implement
         # them (at run time a __getattr__ here would catch their misses).
@@ -130,7 +135,7 @@ _object_getattribute = object.__getattribute__
 class _DefaultLocal(Local):  # ty: ignore[subclass-of-final-class]
     """``Local(thread_critical=False)``: storage in the shared ``_STATE`` variable."""
 
-    __slots__ = ()
+    __slots__ = ("__weakref__",)
 
     def __getattribute__(self, key: str) -> Any:
         snapshot = _STATE.get(None)
@@ -212,11 +217,12 @@ class _ThreadCriticalLocal(Local, threading.local):  # ty: ignore[subclass-of-fi
             raise _missing(self, key) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        if key == "_data":
-            raise _reserved(key)
         if _get_running_loop() is None:
+            # A plain per-thread namespace, where "_data" is not reserved.
             _local_setattr(self, key, value)
             return
+        if key == "_data":
+            raise _reserved(key)
         variable = _task_values(self)
         values = dict(variable.get(None) or ())
         values[key] = value
