@@ -1,3 +1,4 @@
+import importlib.metadata
 import pkgutil
 import sys
 import types
@@ -9,6 +10,15 @@ import asgiref
 
 def test_version_mirrors_upstream_api_level() -> None:
     assert asgiref.__version__ == "3.13.0"
+
+
+@pytest.mark.asgire_only
+def test_the_installed_distribution_is_asgire_not_asgiref() -> None:
+    # One wheel installs one distribution: asking for asgiref's metadata
+    # finds none; asgiref.__version__ names the API level.
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.version("asgiref")
+    assert importlib.metadata.version("asgire")
 
 
 # What ``from asgiref.<module> import *`` binds in upstream asgiref 3.13.0.

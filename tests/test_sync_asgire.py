@@ -7,6 +7,8 @@ import asyncio
 import contextvars
 import gc
 import os
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +53,44 @@ def test_plain_thread_locals_on_a_reused_loop_thread_outlive_the_call() -> None:
         return kept.calls
 
     assert [async_to_sync(count)() for _ in range(3)] == [1, 2, 3]
+
+
+@pytest.mark.asgire_only
+def test_loop_threads_are_named_daemons_that_later_thread_tracers_miss() -> None:
+    # threading.settrace() reaches threads started after it; an idle loop
+    # thread started before goes on without the tracer (upstream starts a
+    # thread per call, so every call would be traced).
+    async def where() -> tuple[threading.Thread, object]:
+        return threading.current_thread(), sys.gettrace()
+
+    thread, _ = async_to_sync(where)()
+    assert thread.daemon
+    assert re.fullmatch(r"asgire-loop-\d+", thread.name)
+
+    def tracer(frame: object, event: str, arg: object) -> None:
+        return None
+
+    previous = threading.gettrace()
+    threading.settrace(tracer)
+    try:
+        again, trace = async_to_sync(where)()
+    finally:
+        threading.settrace(previous)
+    assert again is thread
+    assert trace is not tracer
+
+
+@pytest.mark.asgire_only
+async def test_a_task_resumes_in_the_callback_that_brings_its_outcome() -> None:
+    # Not in a callback of its own on the loop's next pass, as after an
+    # asyncio Future: a crossing takes one loop pass fewer, so the task runs
+    # ahead of work queued meanwhile.
+    async def call() -> object:
+        await sync_to_async(int, thread_sensitive=False)()
+        resumer = sys._getframe().f_back
+        return None if resumer is None else resumer.f_code
+
+    assert await asyncio.ensure_future(call()) is sync._Waiter.wake.__code__
 
 
 @pytest.mark.asgire_only
