@@ -15,6 +15,7 @@ import warnings
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, ClassVar, TypeVar
 
 import pytest
@@ -828,7 +829,7 @@ def test_sync_code_whose_loop_is_idle_waits_for_it_to_run_again() -> None:
         outliver.release()
         assert outliver.calling.wait(timeout=10)
         # Nothing runs the coroutine until the loop does.
-        with pytest.raises(TimeoutError):
+        with pytest.raises(FutureTimeoutError):
             outliver.outcome.exception(timeout=0.3)
         ran_on = loop.run_until_complete(collect(outliver.outcome))
     finally:

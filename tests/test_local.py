@@ -216,14 +216,18 @@ def test_locals_cannot_be_copied(
 def test_upstreams_internal_names_are_ordinary_attribute_names(
     thread_critical: bool,
 ) -> None:
-    # Upstream answers these with its own storage objects and methods; asgire
-    # has no such attributes, so they are free (_data stays reserved).
+    # Upstream answers these with its own storage objects, methods and class
+    # attributes whatever was stored; asgire has no such attributes, so they
+    # are free (_data stays reserved).
     local = Local(thread_critical)
     assert read(local, "_data") == MISSING
     for name in ("_storage", "_lock", "_get_storage"):
         assert read(local, name) == MISSING
         setattr(local, name, "value")
         assert getattr(local, name) == "value"
+    # Nor do names the class defines hide what was stored under them.
+    local.__doc__ = "value"
+    assert local.__doc__ == "value"
 
 
 # Sync threads: thread-local, shared along asgiref's own hops

@@ -11,6 +11,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -56,7 +57,7 @@ def test_plain_thread_locals_on_a_reused_loop_thread_outlive_the_call() -> None:
 
 
 @pytest.mark.asgire_only
-def test_loop_threads_are_named_daemons_that_later_thread_tracers_miss() -> None:
+def test_loop_threads_are_named_and_later_thread_tracers_miss_them() -> None:
     # threading.settrace() reaches threads started after it; an idle loop
     # thread started before goes on without the tracer (upstream starts a
     # thread per call, so every call would be traced).
@@ -64,7 +65,6 @@ def test_loop_threads_are_named_daemons_that_later_thread_tracers_miss() -> None
         return threading.current_thread(), sys.gettrace()
 
     thread, _ = async_to_sync(where)()
-    assert thread.daemon
     assert re.fullmatch(r"asgire-loop-\d+", thread.name)
 
     def tracer(frame: object, event: str, arg: object) -> None:
@@ -91,6 +91,17 @@ async def test_a_task_resumes_in_the_callback_that_brings_its_outcome() -> None:
         return None if resumer is None else resumer.f_code
 
     assert await asyncio.ensure_future(call()) is sync._Waiter.wake.__code__
+
+
+@pytest.mark.asgire_only
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
+async def test_async_to_sync_back_to_a_running_loop_starts_its_task_eagerly() -> None:
+    # The coroutine's first step runs in the callback that creates its task,
+    # not on the loop's next pass.
+    async def first_step() -> list[str]:
+        return [frame.name for frame in traceback.extract_stack()]
+
+    assert "_start_task" in await sync_to_async(async_to_sync(first_step))()
 
 
 @pytest.mark.asgire_only
