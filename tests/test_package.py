@@ -1,7 +1,10 @@
+import ast
 import importlib.metadata
 import pkgutil
+import re
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -178,3 +181,28 @@ def test_star_import_binds_upstreams_names(module: str) -> None:
     for name, value in namespace.items():
         if isinstance(value, types.ModuleType):
             assert value is sys.modules[name]
+
+
+DIFFERENCES = Path(__file__).parent.parent / "docs" / "differences.md"
+
+
+def pinning_tests() -> list[str]:
+    return re.findall(r"`(tests/[\w/]+\.py::\w+)`", DIFFERENCES.read_text())
+
+
+def test_the_differences_page_names_tests() -> None:
+    assert len(pinning_tests()) > 20
+
+
+@pytest.mark.parametrize("node", pinning_tests())
+def test_each_difference_is_pinned_by_an_asgire_only_test(node: str) -> None:
+    path, name = node.split("::")
+    tree = ast.parse((DIFFERENCES.parent.parent / path).read_text())
+    [function] = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name == name
+    ]
+    # Marked itself, or through the parameters it is pinned by.
+    assert any("asgire_only" in ast.unparse(mark) for mark in function.decorator_list)
