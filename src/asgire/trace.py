@@ -30,8 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import inspect
 import logging
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -40,6 +40,7 @@ from types import FrameType, TracebackType
 from typing import Any, Literal, TextIO
 
 import asgiref.sync as _sync
+from asgiref._compat import get_running_loop_or_none
 
 __all__ = [
     "Crossing",
@@ -203,7 +204,7 @@ def _hook(kind: Kind, func: Any, target: Any, thread_sensitive: bool | None) -> 
         recordings,
         kind,
         _function_name(func),
-        _call_site(sys._getframe(1)),
+        _call_site(inspect.currentframe()),  # skips this module's own frames
         thread_sensitive,
     )
     if kind == "async_to_sync":
@@ -271,7 +272,7 @@ def _call_site(frame: FrameType | None) -> str:
     first caller outside asgiref and this module."""
     # A crossing that is its task's own coroutine was started by the event
     # loop, and the frames beyond it are the loop's.
-    task = asyncio.current_task() if _sync._get_running_loop() is not None else None
+    task = asyncio.current_task() if get_running_loop_or_none() is not None else None
     root = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
     while frame is not None and frame is not root and _is_internal(frame):
         frame = frame.f_back

@@ -42,12 +42,14 @@ import contextvars
 import threading
 from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, final
 
+from ._compat import get_running_loop_or_none
+
 # What ``import *`` binds: upstream's names, as its module (which mostly has no
 # ``__all__``) binds them, imported modules and typing helpers included.
 __all__ = ["Any", "Local", "asyncio", "contextvars", "final", "threading"]
 
 _object_setattr = object.__setattr__
-_get_running_loop = asyncio._get_running_loop
+_get_running_loop = get_running_loop_or_none
 
 
 class _Affinity(threading.local):

@@ -57,7 +57,21 @@ from typing import (  # noqa: UP035
     overload,
 )
 
-from . import current_thread_executor
+from . import _compat, current_thread_executor
+from ._compat import (
+    COROUTINE_MARKER as _COROUTINE_MARKER,
+)
+from ._compat import (
+    EAGER_TASKS,
+    HAS_EVENTFD,
+    IMMUTABLE_TYPE_FLAG,
+    KEPT_SELF_PIPE,
+    POOL_HAND_OFF,
+    default_policy_loop_class,
+    get_running_loop_or_none,
+    running_loop,
+    shutdown_default_executor,
+)
 from .current_thread_executor import CurrentThreadExecutor
 from .local import _STATE as _LOCAL_STATE
 from .local import _THREAD_CRITICAL_VARIABLE, Local, _affinity, _peek
@@ -109,37 +123,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-# Unlike asyncio.get_running_loop(), returns None instead of raising.
-_get_running_loop = asyncio._get_running_loop
 _MISSING: Any = object()
 # os.getpid() is a system call; this copy is refreshed after fork().
 _pid = os.getpid()
-if sys.version_info >= (3, 12):  # pragma: no cover - coverage is measured on 3.11
-    _running_loop = asyncio.get_running_loop
-else:
-    # Here asyncio.get_running_loop() makes a getpid() system call every time
-    # (to notice a fork), which is a measurable part of a crossing. A loop
-    # that asyncio implements records the thread running it in _thread_id,
-    # so a remembered loop is still this thread's running loop exactly when
-    # that matches; after fork() the memory is reset (_reset_after_fork).
-
-    def _no_loop() -> None:
-        return None
-
-    class _LastLoop(threading.local):
-        # Weak, so that a finished loop is not kept alive by its thread.
-        ref: Callable[[], asyncio.AbstractEventLoop | None] = staticmethod(_no_loop)
-
-    _last_loop = _LastLoop()
-
-    def _running_loop() -> asyncio.AbstractEventLoop:
-        loop = _last_loop.ref()
-        # Other loop implementations (uvloop) have no _thread_id: never reused.
-        if getattr(loop, "_thread_id", None) == threading.get_ident():
-            return loop  # type: ignore[return-value]  # ty: ignore[invalid-return-type]
-        running = asyncio.get_running_loop()
-        _last_loop.ref = weakref.ref(running)
-        return running
 
 
 # asgire.trace puts a function here while a recording is active, and removes
@@ -153,31 +139,11 @@ _trace_hook: Callable[[_CrossingKind, Any, Any, bool | None], Any] | None = None
 
 
 # -- Recognising coroutine functions -------------------------------------------
-#
-# Python 3.12 added inspect.markcoroutinefunction() and taught
-# inspect.iscoroutinefunction() to honour it; before that only
-# asyncio.iscoroutinefunction() knew a (different) marker.
 
-if sys.version_info >= (3, 12):  # pragma: no cover - coverage is measured on 3.11
-    iscoroutinefunction = inspect.iscoroutinefunction
-    markcoroutinefunction: Callable[[_F], _F] = inspect.markcoroutinefunction
-
-    def _marker_probe() -> None: ...
-
-    markcoroutinefunction(_marker_probe)
-    _MARKER_NAME = "_is_coroutine_marker"
-    _MARKER_VALUE: object = getattr(_marker_probe, _MARKER_NAME)
-else:
-    import asyncio.coroutines
-
-    iscoroutinefunction = asyncio.iscoroutinefunction
-    _MARKER_NAME = "_is_coroutine"
-    _MARKER_VALUE = vars(asyncio.coroutines)["_is_coroutine"]
-
-    def markcoroutinefunction(func: _F) -> _F:
-        """Make ``iscoroutinefunction(func)`` true; returns ``func``."""
-        setattr(func, _MARKER_NAME, _MARKER_VALUE)
-        return func
+iscoroutinefunction = _compat.iscoroutinefunction
+markcoroutinefunction = _compat.markcoroutinefunction
+# What markcoroutinefunction() sets, to set it directly; None if not known.
+_MARKER_NAME, _MARKER_VALUE = _COROUTINE_MARKER or (None, None)
 
 
 _COROUTINE = inspect.CO_COROUTINE
@@ -189,7 +155,7 @@ def _is_async_callable(func: Any) -> bool:
     An async generator function is not: called, it returns its generator
     without awaiting anything, so ``sync_to_async`` accepts it as upstream
     does."""
-    if type(func) is FunctionType:
+    if type(func) is FunctionType and _MARKER_NAME is not None:
         # The common case, from the code flags, without inspect's unwrapping.
         return bool(func.__code__.co_flags & _COROUTINE) or (
             getattr(func, _MARKER_NAME, None) is _MARKER_VALUE
@@ -344,7 +310,6 @@ def _raise_then_call(
 
 # id -> method, for the originals seen so far; holding them keeps ids unique.
 _originals: dict[int, object] = {}
-_IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: no attribute can be replaced
 _BASE_EVENTS_FILE = asyncio.base_events.__file__
 
 
@@ -368,31 +333,10 @@ def _plain_loop_method(loop: asyncio.AbstractEventLoop, name: str) -> bool:
     if id(method) not in _originals and not _is_original(method, _BASE_EVENTS_FILE):
         # The class it comes from: every loop class has one, AbstractEventLoop.
         owner = next(k for k in loop_type.__mro__ if name in vars(k))
-        if vars(owner)[name] is not method or not owner.__flags__ & _IMMUTABLE_TYPE:
+        if vars(owner)[name] is not method or not owner.__flags__ & IMMUTABLE_TYPE_FLAG:
             return False
         _originals[id(method)] = method
     return name not in getattr(loop, "__dict__", ())
-
-
-# A named probe: an unnamed pool would take a number from the counter that
-# names pools' threads ("ThreadPoolExecutor-N_0"), and every pool made after
-# importing this module would be named differently than with upstream.
-_probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asgiref-probe")
-_POOL_INTERNALS = all(
-    hasattr(_probe, name)
-    for name in (
-        "_work_queue",
-        "_shutdown_lock",
-        "_shutdown",
-        "_broken",
-        "_threads",
-        "_idle_semaphore",
-    )
-) and hasattr(_cf_thread, "_global_shutdown_lock")
-del _probe
-# Python 3.10-3.13 call item.run(), 3.14 item.run(ctx); later versions queue
-# other shapes, so there only submit() is used.
-_POOL_INTERNALS = _POOL_INTERNALS and sys.version_info < (3, 15)
 
 
 class _IdleCount:
@@ -428,17 +372,20 @@ class _IdleCount:
 def _queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
     """Queue ``item`` on ``pool`` the way ``submit()`` would; False if it can't."""
     if (
-        not _POOL_INTERNALS
+        not POOL_HAND_OFF
         or not _is_original(ThreadPoolExecutor.submit, _cf_thread.__file__)
         or "submit" in vars(pool)
     ):
         return False
+    # cpython-private: _shutdown_lock, _global_shutdown_lock, _broken, _shutdown
     with pool._shutdown_lock, _cf_thread._global_shutdown_lock:  # type: ignore[attr-defined]
         if pool._broken or pool._shutdown or _cf_thread._shutdown:  # type: ignore[attr-defined]
             return False  # submit() raises the right error
-        pool._work_queue.put(item)  # type: ignore[attr-defined]
+        pool._work_queue.put(item)  # type: ignore[attr-defined]  # cpython-private: _work_queue
         # Once every worker exists there is no thread to add; skipping the
         # check saves acquiring the pool's idle semaphore on every call.
+        # cpython-private: _threads, _max_workers, _idle_semaphore, _value
+        # cpython-private: _adjust_thread_count
         if len(pool._threads) < pool._max_workers:  # type: ignore[attr-defined]
             idle = pool._idle_semaphore  # type: ignore[attr-defined]
             if type(idle) is threading.Semaphore:
@@ -464,7 +411,7 @@ def _queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
 # A loop whose call_soon_threadsafe is replaced, on its class or on itself,
 # is still called through it, so that whatever hooks it sees every callback.
 
-_HAS_EVENTFD = hasattr(os, "eventfd")
+_HAS_EVENTFD = HAS_EVENTFD
 # id(loop) -> its inbox, weakly: the loop alone keeps its inbox alive, through
 # the reader registered with it, until it closes. An entry goes with its inbox,
 # before the loop's id can be reused; a thread posting to a loop holds the
@@ -949,6 +896,7 @@ def _start(
                 executor._enqueue(call)
                 return
         elif executor is None:
+            # cpython-private: _default_executor, _executor_shutdown_called
             default = getattr(loop, "_default_executor", None)
             if (
                 type(default) is ThreadPoolExecutor
@@ -1160,7 +1108,10 @@ class SyncToAsync(Generic[_P, _R]):
         namespace["func"] = func
         namespace["context"] = context
         namespace["_thread_sensitive"] = thread_sensitive
-        namespace[_MARKER_NAME] = _MARKER_VALUE
+        if _MARKER_NAME is None:
+            markcoroutinefunction(self)
+        else:
+            namespace[_MARKER_NAME] = _MARKER_VALUE
         namespace["_executor"] = executor
         if type(func) is not FunctionType:
             owner = getattr(func, "__self__", _MISSING)
@@ -1169,7 +1120,7 @@ class SyncToAsync(Generic[_P, _R]):
 
     async def __call__(self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         __traceback_hide__ = True  # noqa: F841
-        loop = _running_loop()
+        loop = running_loop()
         if self._thread_sensitive:
             executor = self._thread_sensitive_executor(loop)
         else:
@@ -1444,7 +1395,7 @@ async def _registered(
             AsyncToSync.loop_thread_executors.pop(loop, None)
 
 
-if sys.version_info >= (3, 12):  # pragma: no cover - coverage is measured on 3.11
+if EAGER_TASKS:  # pragma: no cover - coverage is measured on 3.11
     # A task made in a callback normally takes its first step on the loop's
     # next pass, which costs a pass (and its select() call) per crossing.
     # Started eagerly, the step runs in the callback itself. That is only
@@ -1549,7 +1500,7 @@ async def _wind_down() -> None:
     await loop.shutdown_asyncgens()
     await _turn(loop)  # the turn that run stops after
     await _turn(loop)  # and the next one's first
-    await _shutdown_default_executor(loop)
+    await shutdown_default_executor(loop)
 
 
 def _cancel_leftovers(
@@ -1577,14 +1528,6 @@ def _report_leftover_failures(
             )
 
 
-def _shutdown_default_executor(loop: asyncio.AbstractEventLoop) -> Awaitable[None]:
-    if sys.version_info >= (3, 12):  # pragma: no cover - coverage is measured on 3.11
-        # Like asyncio.run from 3.12 on, stop waiting for a stuck job after
-        # a while (asyncio warns) rather than hang the caller for good.
-        return loop.shutdown_default_executor(asyncio.constants.THREAD_JOIN_TIMEOUT)
-    return loop.shutdown_default_executor()
-
-
 def _wind_down_after_escape(loop: asyncio.AbstractEventLoop) -> None:
     """Clean up a fresh loop that something ended before its coroutine
     finished (a KeyboardInterrupt or SystemExit from a task, or a
@@ -1597,7 +1540,7 @@ def _wind_down_after_escape(loop: asyncio.AbstractEventLoop) -> None:
     loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
     _report_leftover_failures(loop, tasks)
     loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.run_until_complete(_shutdown_default_executor(loop))
+    loop.run_until_complete(shutdown_default_executor(loop))
 
 
 async def _then_wind_down(main: Awaitable[None]) -> None:
@@ -1622,7 +1565,7 @@ async def _turn(loop: asyncio.AbstractEventLoop) -> None:
     fresh loop's call several of them. A loop without the stock loop's
     ready queue always takes the turn.
     """
-    if getattr(loop, "_ready", True):
+    if getattr(loop, "_ready", True):  # cpython-private: _ready
         await asyncio.sleep(0)
 
 
@@ -1685,12 +1628,15 @@ class _LoopThreadEventLoop(asyncio.SelectorEventLoop):
         self._parts = parts
         super().__init__(parts.selector)
 
+    # cpython-private: _make_self_pipe, _ssock, _csock, _internal_fds, _add_reader
+    # cpython-private: _read_from_self
     def _make_self_pipe(self) -> None:
         self._ssock, self._csock = self._parts.self_pipe
         self._internal_fds += 1
         # Already registered by an earlier loop, this only swaps the handle.
         self._add_reader(self._parts.self_pipe[0].fileno(), self._read_from_self)
 
+    # cpython-private: _close_self_pipe
     def _close_self_pipe(self) -> None:
         # Left registered for the next loop, without this loop's handle (it
         # would keep the closed loop alive).
@@ -1704,16 +1650,6 @@ class _LoopThreadEventLoop(asyncio.SelectorEventLoop):
 
 _stock_new_event_loop = asyncio.events.new_event_loop
 _stock_asyncio_run = asyncio.run
-# Looked up by name: Python 3.14 deprecates the policy getter (the private
-# one it keeps does not warn) and renames the policies' base class, and a
-# later version without policies has neither.
-_asyncio_events = vars(asyncio.events)
-_current_policy: Callable[[], Any] | None = _asyncio_events.get(
-    "_get_event_loop_policy"
-) or _asyncio_events.get("get_event_loop_policy")
-_default_policy_base: Any = _asyncio_events.get(
-    "BaseDefaultEventLoopPolicy"
-) or _asyncio_events.get("_BaseDefaultEventLoopPolicy")
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -1725,16 +1661,11 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     ``new_event_loop`` gets exactly the loop it makes.
     """
     if (
-        asyncio.events.new_event_loop is _stock_new_event_loop
-        and _current_policy is not None
-        and _default_policy_base is not None
+        KEPT_SELF_PIPE
+        and asyncio.events.new_event_loop is _stock_new_event_loop
+        and default_policy_loop_class() is asyncio.SelectorEventLoop
     ):
-        policy = _current_policy()
-        if (
-            type(policy).new_event_loop is _default_policy_base.new_event_loop
-            and getattr(policy, "_loop_factory", None) is asyncio.SelectorEventLoop
-        ):
-            return _LoopThreadEventLoop(_loop_threads.loop_parts())
+        return _LoopThreadEventLoop(_loop_threads.loop_parts())
     return asyncio.events.new_event_loop()
 
 
@@ -1940,7 +1871,7 @@ class AsyncToSync(Generic[_P, _R]):
     def __call__(self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         __traceback_hide__ = True  # noqa: F841
         main_loop = None if self.force_new_loop else _caller_loop()
-        if _get_running_loop() is not None:
+        if get_running_loop_or_none() is not None:
             raise RuntimeError(
                 "You cannot use AsyncToSync in the same thread as an async event "
                 "loop - just await the async function directly."
@@ -2200,8 +2131,6 @@ def _reset_after_fork() -> None:
     """Give the child process fresh threads: none of the parent's survived."""
     global _default_single_thread_executor, _pid
     _pid = os.getpid()
-    if sys.version_info < (3, 12):  # pragma: no branch - measured on 3.11
-        _last_loop.ref = _no_loop
     if SyncToAsync.single_thread_executor is _default_single_thread_executor:
         _default_single_thread_executor = ThreadPoolExecutor(max_workers=1)
         SyncToAsync.single_thread_executor = _default_single_thread_executor

@@ -1,0 +1,415 @@
+"""Every Python version difference and every CPython private name asgiref uses.
+
+Not to be confused with ``asgiref.compatibility`` (ASGI application styles).
+
+What this guarantees: each difference between the supported Pythons (3.10 to
+3.15), and each private name of the standard library that the rest of the
+package touches, is settled here, once, at import, and exposed as a named
+capability. A capability that is missing never breaks an import or a call:
+each has a fallback, slower but correct, and the entry below says which. The
+entries also say which versions the assumption was checked on, and when it
+can go. ``tests/test_compat.py`` asserts that every capability is live on
+each supported Python, so that a CPython release that changes one turns CI
+red instead of silently switching a fast path off.
+
+What it relies on: nothing but the standard library. It imports no other
+module of this package, so that ``asgiref.local`` and
+``asgiref.current_thread_executor`` can use it and still be leaves.
+
+Marking: code that touches a private name of the standard library, here or
+elsewhere, carries (or is preceded by) a ``# cpython-private: NAME[, NAME...]``
+comment, and every name so marked is a key of ``PRIVATE_NAMES`` below, which
+says the capability it belongs to (the test checks both ways).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.base_events
+import asyncio.constants
+import asyncio.coroutines
+import asyncio.events
+import inspect
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import thread as _cf_thread
+from types import FunctionType
+from typing import Any, TypeVar
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+# Each private name, and the capability that depends on it.
+PRIVATE_NAMES: dict[str, str] = {
+    "_get_running_loop": "get_running_loop_or_none",
+    "_thread_id": "RUNNING_LOOP_CACHE",
+    "_is_coroutine": "COROUTINE_MARKER",
+    "_is_coroutine_marker": "COROUTINE_MARKER",
+    "Py_TPFLAGS_IMMUTABLETYPE": "IMMUTABLE_TYPE_FLAG",
+    "_work_queue": "POOL_HAND_OFF",
+    "_shutdown_lock": "POOL_HAND_OFF",
+    "_shutdown": "POOL_HAND_OFF",
+    "_broken": "POOL_HAND_OFF",
+    "_threads": "POOL_HAND_OFF",
+    "_idle_semaphore": "POOL_HAND_OFF",
+    "_adjust_thread_count": "POOL_HAND_OFF",
+    "_max_workers": "POOL_HAND_OFF",
+    "_global_shutdown_lock": "POOL_HAND_OFF",
+    "_value": "POOL_HAND_OFF",
+    "_default_executor": "LOOP_DEFAULT_EXECUTOR",
+    "_executor_shutdown_called": "LOOP_DEFAULT_EXECUTOR",
+    "_ready": "LOOP_READY_QUEUE",
+    "_make_self_pipe": "KEPT_SELF_PIPE",
+    "_close_self_pipe": "KEPT_SELF_PIPE",
+    "_add_reader": "KEPT_SELF_PIPE",
+    "_read_from_self": "KEPT_SELF_PIPE",
+    "_ssock": "KEPT_SELF_PIPE",
+    "_csock": "KEPT_SELF_PIPE",
+    "_internal_fds": "KEPT_SELF_PIPE",
+    "THREAD_JOIN_TIMEOUT": "THREAD_JOIN_TIMEOUT",
+    "_get_event_loop_policy": "LOOP_POLICIES",
+    "_BaseDefaultEventLoopPolicy": "LOOP_POLICIES",
+    "_loop_factory": "LOOP_POLICIES",
+}
+
+
+# -- The running loop ---------------------------------------------------------
+#
+# get_running_loop_or_none(): the running loop, or None instead of raising.
+#   Uses asyncio._get_running_loop (C-accelerated). Fallback: catching
+#   get_running_loop()'s RuntimeError. Checked on 3.10-3.15. Can go: when
+#   asyncio offers a public call that does not raise.
+
+
+def _running_loop_or_none_fallback() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+get_running_loop_or_none: Callable[[], asyncio.AbstractEventLoop | None] = (
+    getattr(asyncio, "_get_running_loop", None)  # cpython-private: _get_running_loop
+    or _running_loop_or_none_fallback
+)
+
+# running_loop(): asyncio.get_running_loop(), made cheap on 3.10 and 3.11.
+#   There it makes a getpid() system call every time, to notice a fork, which
+#   is a measurable part of a crossing. A loop that asyncio implements records
+#   the thread running it in _thread_id, so a loop remembered per thread is
+#   still that thread's running loop exactly when its _thread_id matches.
+#   RUNNING_LOOP_CACHE says whether the cache is in use. Fallback (3.12+, or
+#   no _thread_id): asyncio.get_running_loop(). Checked on 3.10-3.11. Can go:
+#   with 3.11.
+
+
+def records_loop_thread(loop_class: type) -> bool:
+    """Whether ``loop_class``'s loops record their running thread in
+    ``_thread_id``, set when constructed."""
+    init = getattr(loop_class, "__init__", None)
+    return isinstance(init, FunctionType) and "_thread_id" in init.__code__.co_names
+
+
+RUNNING_LOOP_CACHE = sys.version_info < (3, 12) and records_loop_thread(
+    asyncio.base_events.BaseEventLoop
+)
+
+
+def _no_loop() -> None:
+    return None
+
+
+class _LastLoop(threading.local):
+    # Weak, so that a finished loop is not kept alive by its thread.
+    ref: Callable[[], asyncio.AbstractEventLoop | None] = staticmethod(_no_loop)
+
+
+_last_loop = _LastLoop()  # per thread: touched only by the thread it belongs to
+
+
+def _cached_running_loop() -> asyncio.AbstractEventLoop:
+    loop = _last_loop.ref()
+    # Other loop implementations (uvloop) have no _thread_id: never reused.
+    # cpython-private: _thread_id
+    if getattr(loop, "_thread_id", None) == threading.get_ident():
+        return loop  # type: ignore[return-value]  # ty: ignore[invalid-return-type]
+    running = asyncio.get_running_loop()
+    _last_loop.ref = weakref.ref(running)
+    return running
+
+
+running_loop: Callable[[], asyncio.AbstractEventLoop] = (
+    _cached_running_loop if RUNNING_LOOP_CACHE else asyncio.get_running_loop
+)
+
+
+def _forget_last_loop() -> None:
+    """After fork(): only the forking thread survives, and its loop, if it
+    ran one, belongs to the parent."""
+    _last_loop.ref = _no_loop
+
+
+# -- Coroutine functions ------------------------------------------------------
+#
+# iscoroutinefunction / markcoroutinefunction: 3.12 added
+#   inspect.markcoroutinefunction() and taught inspect.iscoroutinefunction()
+#   to honour it; before, only asyncio.iscoroutinefunction() knew a (private,
+#   different) marker, asyncio.coroutines._is_coroutine. Can go: with 3.11.
+#
+# COROUTINE_MARKER: the (attribute name, value) that markcoroutinefunction()
+#   sets, found by marking a probe function (3.12+: _is_coroutine_marker).
+#   Setting it directly is what makes building a sync_to_async wrapper cheap.
+#   Fallback (None): call markcoroutinefunction() and iscoroutinefunction().
+#   Checked on 3.10-3.15. Can go: never (a speed mechanism).
+
+if sys.version_info >= (3, 12):  # pragma: no cover - coverage is measured on 3.11
+    iscoroutinefunction = inspect.iscoroutinefunction
+    markcoroutinefunction: Callable[[_F], _F] = inspect.markcoroutinefunction
+else:
+    iscoroutinefunction = asyncio.iscoroutinefunction
+    # cpython-private: _is_coroutine
+    _ASYNCIO_MARK = getattr(asyncio.coroutines, "_is_coroutine", None)
+
+    def markcoroutinefunction(func: _F) -> _F:
+        """Make ``iscoroutinefunction(func)`` true; returns ``func``."""
+        if _ASYNCIO_MARK is not None:  # pragma: no branch - present on 3.10-3.11
+            # cpython-private: _is_coroutine
+            func._is_coroutine = _ASYNCIO_MARK  # type: ignore[attr-defined]  # ty: ignore[unresolved-attribute]
+        return func
+
+
+def marker_set_by(mark: Callable[[Any], object]) -> tuple[str, object] | None:
+    """The one attribute ``mark`` sets on a function to make it a coroutine
+    function, as (name, value); None if it sets none or several."""
+
+    def probe() -> None: ...
+
+    before = dict(vars(probe))
+    mark(probe)
+    added = [(name, value) for name, value in vars(probe).items() if name not in before]
+    if len(added) != 1:
+        return None
+    name, value = added[0]
+
+    def fresh() -> None: ...
+
+    # Set directly, it must mark a function as well as the call did.
+    setattr(fresh, name, value)
+    return (name, value) if iscoroutinefunction(fresh) else None
+
+
+# cpython-private: _is_coroutine_marker (found, not named)
+COROUTINE_MARKER = marker_set_by(markcoroutinefunction)
+
+
+# -- Types --------------------------------------------------------------------
+#
+# IMMUTABLE_TYPE_FLAG: Py_TPFLAGS_IMMUTABLETYPE (1 << 8, 3.10+), set on the
+#   classes of extension modules, whose attributes cannot be replaced. A
+#   method of such a loop class (uvloop's) is known unhooked without looking
+#   at its code. Fallback (0): no extension method counts as unhooked, and
+#   such loops get upstream's run_in_executor() path. Checked on 3.10-3.15.
+#   Can go: never (CPython ABI).
+
+
+# cpython-private: Py_TPFLAGS_IMMUTABLETYPE
+def immutable_type_flag(flag: int = 1 << 8) -> int:
+    """``flag`` if it marks exactly the types whose attributes are fixed: set
+    on a built-in type, not on a class statement's; else 0."""
+
+    class Mutable:
+        pass
+
+    return flag if int.__flags__ & flag and not Mutable.__flags__ & flag else 0
+
+
+IMMUTABLE_TYPE_FLAG = immutable_type_flag()
+
+
+# -- concurrent.futures.ThreadPoolExecutor -----------------------------------
+#
+# POOL_HAND_OFF: whether a sync_to_async call may be queued on a stdlib pool
+#   directly (asgiref._bridge.pool), skipping submit()'s Future: the pool has
+#   _work_queue, _shutdown_lock, _shutdown, _broken, _threads,
+#   _idle_semaphore (a threading.Semaphore, whose _value seeds the lighter
+#   count), _max_workers and _adjust_thread_count(), and the module _shutdown and
+#   _global_shutdown_lock; workers call item.run() (3.10-3.13) or
+#   item.run(ctx) (3.14). Fallback: submit(). Checked on 3.10-3.14; 3.15
+#   not yet, so it is off there. Can go: never (a speed mechanism), but
+#   each Python's pool must be checked.
+
+# cpython-private: _work_queue, _shutdown_lock, _shutdown, _broken, _threads
+# cpython-private: _idle_semaphore, _adjust_thread_count, _max_workers
+# cpython-private: _global_shutdown_lock
+_POOL_ATTRIBUTES = (
+    "_work_queue",
+    "_shutdown_lock",
+    "_shutdown",
+    "_broken",
+    "_threads",
+    "_idle_semaphore",
+    "_adjust_thread_count",
+    "_max_workers",
+)
+
+
+def pool_has_internals(module: Any) -> bool:
+    """Whether ``module``'s ThreadPoolExecutor, and the module, have every
+    private name the direct hand-off uses."""
+    # Named: an unnamed pool would take a number from the counter that names
+    # pools' threads ("ThreadPoolExecutor-N_0"), and every pool made after
+    # this would be named differently than with upstream.
+    probe = module.ThreadPoolExecutor(max_workers=1, thread_name_prefix="asgiref-probe")
+    return all(hasattr(probe, name) for name in _POOL_ATTRIBUTES) and all(
+        hasattr(module, name) for name in ("_shutdown", "_global_shutdown_lock")
+    )
+
+
+POOL_HAND_OFF = pool_has_internals(_cf_thread) and sys.version_info < (3, 15)
+
+
+# -- Event loops --------------------------------------------------------------
+#
+# LOOP_DEFAULT_EXECUTOR: an asyncio loop keeps its default executor in
+#   _default_executor, and sets _executor_shutdown_called once
+#   shutdown_default_executor() has begun. Read with defaults that send the
+#   call through run_in_executor() when either is missing (the fallback).
+#   Checked on 3.10-3.15. Can go: never (a speed mechanism).
+#
+# LOOP_READY_QUEUE: an asyncio loop's callbacks ready to run, _ready, read
+#   to skip a loop turn that would run nothing. Fallback: take the turn.
+#   Checked on 3.10-3.15. Can go: never (a speed mechanism).
+
+
+def loop_has_attributes(loop_class: type, *names: str) -> bool:
+    """Whether ``loop_class``'s constructor sets each of ``names``."""
+    init = getattr(loop_class, "__init__", None)
+    return isinstance(init, FunctionType) and set(names) <= set(init.__code__.co_names)
+
+
+# cpython-private: _default_executor, _executor_shutdown_called, _ready
+LOOP_DEFAULT_EXECUTOR = loop_has_attributes(
+    asyncio.base_events.BaseEventLoop, "_default_executor", "_executor_shutdown_called"
+)
+LOOP_READY_QUEUE = loop_has_attributes(asyncio.base_events.BaseEventLoop, "_ready")
+
+# KEPT_SELF_PIPE: a selector loop makes its self-pipe in _make_self_pipe()
+#   (sockets _ssock and _csock, counted in _internal_fds, the reader added
+#   with _add_reader() to call _read_from_self()), called by its constructor,
+#   and closes it in _close_self_pipe(), called by close(); a selector key's
+#   data is the (reader, writer) pair of handles _add_reader() registers.
+#   A loop thread
+#   overrides both to keep one self-pipe for all its loops
+#   (asgiref._bridge.loop_threads). Fallback: the stock loop from
+#   asyncio.events.new_event_loop(). Checked on 3.10-3.15. Can go: never (a
+#   speed mechanism).
+
+
+# cpython-private: _make_self_pipe, _close_self_pipe, _add_reader, _read_from_self
+# cpython-private: _ssock, _csock, _internal_fds
+def self_pipe_is_replaceable(loop_class: type) -> bool:
+    """Whether ``loop_class`` makes and closes its self-pipe as described."""
+
+    def own(name: str) -> set[str]:
+        # The method that runs, which the loop thread's loop replaces.
+        method = getattr(loop_class, name, None)
+        return (
+            set(method.__code__.co_names) if isinstance(method, FunctionType) else set()
+        )
+
+    def along_the_mro(name: str) -> set[str]:
+        # Every class's own, as each calls the next through super().
+        return {
+            called
+            for klass in loop_class.__mro__
+            if isinstance(method := vars(klass).get(name), FunctionType)
+            for called in method.__code__.co_names
+        }
+
+    return (
+        {"_ssock", "_csock", "_internal_fds", "_add_reader", "_read_from_self"}
+        <= own("_make_self_pipe")
+        and {"_ssock", "_csock", "_internal_fds"} <= own("_close_self_pipe")
+        and "_make_self_pipe" in along_the_mro("__init__")
+        and "_close_self_pipe" in along_the_mro("close")
+        # Readers are registered as (reader, writer) handle pairs.
+        and {"data", "modify", "register"} <= own("_add_reader")
+        and callable(getattr(loop_class, "_read_from_self", None))
+    )
+
+
+KEPT_SELF_PIPE = self_pipe_is_replaceable(asyncio.SelectorEventLoop)
+
+# THREAD_JOIN_TIMEOUT / shutdown_default_executor(loop): from 3.12 asyncio.run
+#   bounds its wait for the default executor by
+#   asyncio.constants.THREAD_JOIN_TIMEOUT (read at each call, as asyncio
+#   does). Fallback: 300 seconds, asyncio's value. Checked on 3.12-3.15.
+#   Can go: the version branch with 3.11.
+
+THREAD_JOIN_TIMEOUT = hasattr(asyncio.constants, "THREAD_JOIN_TIMEOUT")
+_THREAD_JOIN_TIMEOUT_FALLBACK = 300.0
+
+
+def shutdown_default_executor(loop: asyncio.AbstractEventLoop) -> Any:
+    """``loop.shutdown_default_executor()``, bounded as ``asyncio.run`` bounds it."""
+    if sys.version_info >= (3, 12):  # pragma: no cover - coverage is measured on 3.11
+        # cpython-private: THREAD_JOIN_TIMEOUT
+        timeout = getattr(
+            asyncio.constants, "THREAD_JOIN_TIMEOUT", _THREAD_JOIN_TIMEOUT_FALLBACK
+        )
+        return loop.shutdown_default_executor(timeout)  # type: ignore[call-arg]
+    return loop.shutdown_default_executor()
+
+
+# LOOP_POLICIES / current_policy / DEFAULT_POLICY_BASE: event loop policies,
+#   to tell whether asyncio.run would make the stock selector loop. 3.14
+#   deprecates the public getter (the private one does not warn) and renames
+#   the base class; a Python without policies has neither. Fallback: loops
+#   come from asyncio.events.new_event_loop() as they are. Checked on
+#   3.10-3.15. Can go: when policies go (the fallback is then the only path).
+
+_events = vars(asyncio.events)
+current_policy: Callable[[], Any] | None = _events.get(
+    "_get_event_loop_policy"  # cpython-private: _get_event_loop_policy
+) or _events.get("get_event_loop_policy")
+DEFAULT_POLICY_BASE: Any = _events.get("BaseDefaultEventLoopPolicy") or _events.get(
+    "_BaseDefaultEventLoopPolicy"  # cpython-private: _BaseDefaultEventLoopPolicy
+)
+LOOP_POLICIES = current_policy is not None and DEFAULT_POLICY_BASE is not None
+
+
+def default_policy_loop_class() -> type | None:
+    """The loop class the current event loop policy makes, when that policy
+    is asyncio's default one with its own ``new_event_loop``; else None."""
+    if current_policy is None or DEFAULT_POLICY_BASE is None:
+        return None
+    policy = current_policy()
+    if type(policy).new_event_loop is not DEFAULT_POLICY_BASE.new_event_loop:
+        return None
+    return getattr(policy, "_loop_factory", None)  # cpython-private: _loop_factory
+
+
+# EAGER_TASKS: asyncio.Task(..., eager_start=True) runs a task's first step
+#   at once (3.12+). Fallback: loop.create_task(). Can go: with 3.11.
+
+EAGER_TASKS = sys.version_info >= (3, 12)
+
+# HAS_EVENTFD: os.eventfd (Linux). Fallback: call_soon_threadsafe().
+
+HAS_EVENTFD = hasattr(os, "eventfd")
+
+
+# -- fork() -------------------------------------------------------------------
+
+
+def after_fork_in_child(reset: Callable[[], object]) -> None:
+    """Have ``reset`` called in a child process after fork(), where there
+    is fork() (not on Windows)."""
+    if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
+        os.register_at_fork(after_in_child=reset)
+
+
+if RUNNING_LOOP_CACHE:  # pragma: no branch - coverage is measured on 3.11
+    after_fork_in_child(_forget_last_loop)

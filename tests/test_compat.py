@@ -1,0 +1,325 @@
+"""Every capability of ``asgiref._compat`` is live on every supported Python.
+
+A CPython release that renames a private attribute or changes how its pool or
+selector loop works must turn this red, rather than switch a fast path off
+without anyone noticing. Each probe is also shown to refuse what does not fit.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import asyncio.constants
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+pytest.importorskip("asgire")  # upstream runs lack asgire's compat module
+
+from asgiref import _compat  # after the skip
+
+pytestmark = pytest.mark.asgire_only
+
+linux = pytest.mark.skipif(sys.platform != "linux", reason="Linux only")
+SRC = Path(__file__).parent.parent / "src"
+
+
+# -- Live on this Python ------------------------------------------------------
+
+
+def test_the_running_loop_comes_from_asyncio_without_raising() -> None:
+    assert _compat.get_running_loop_or_none is asyncio._get_running_loop
+    assert _compat.get_running_loop_or_none() is None
+
+
+def test_the_running_loop_cache_is_used_exactly_where_it_pays() -> None:
+    assert _compat.RUNNING_LOOP_CACHE is (sys.version_info < (3, 12))
+    expected = (
+        _compat._cached_running_loop
+        if sys.version_info < (3, 12)
+        else asyncio.get_running_loop
+    )
+    assert _compat.running_loop is expected
+
+
+def test_the_coroutine_marker_is_known() -> None:
+    assert _compat.COROUTINE_MARKER is not None
+    name, value = _compat.COROUTINE_MARKER
+
+    def plain() -> None: ...
+
+    setattr(plain, name, value)
+    assert _compat.iscoroutinefunction(plain)
+    if sys.version_info >= (3, 12):
+        assert _compat.iscoroutinefunction is __import__("inspect").iscoroutinefunction
+
+
+def test_extension_types_are_recognised_as_immutable() -> None:
+    assert _compat.IMMUTABLE_TYPE_FLAG == 1 << 8
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's pool")
+def test_calls_can_be_queued_on_the_stdlib_pool() -> None:
+    # Not yet checked on 3.15: there the hand-off is off until it is.
+    assert _compat.POOL_HAND_OFF is (sys.version_info < (3, 15))
+
+
+def test_loops_keep_their_default_executor_and_ready_queue_where_expected() -> None:
+    assert _compat.LOOP_DEFAULT_EXECUTOR
+    assert _compat.LOOP_READY_QUEUE
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop._ready is not None  # type: ignore[attr-defined]  # ty: ignore[unresolved-attribute]
+        assert loop._default_executor is None  # type: ignore[attr-defined]  # ty: ignore[unresolved-attribute]
+        assert loop._executor_shutdown_called is False  # type: ignore[attr-defined]  # ty: ignore[unresolved-attribute]
+    finally:
+        loop.close()
+
+
+def test_a_selector_loop_self_pipe_can_be_kept() -> None:
+    assert _compat.KEPT_SELF_PIPE
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 12), reason="asyncio.run bounds it from 3.12"
+)
+def test_the_thread_join_timeout_is_asyncios() -> None:
+    assert _compat.THREAD_JOIN_TIMEOUT
+    assert isinstance(vars(asyncio.constants)["THREAD_JOIN_TIMEOUT"], (int, float))
+
+
+def test_event_loop_policies_are_found() -> None:
+    assert _compat.LOOP_POLICIES
+    expected = (
+        asyncio.ProactorEventLoop  # type: ignore[attr-defined]
+        if sys.platform == "win32"
+        else asyncio.SelectorEventLoop
+    )
+    assert _compat.default_policy_loop_class() is expected
+
+
+def test_eager_tasks_from_3_12() -> None:
+    assert _compat.EAGER_TASKS is (sys.version_info >= (3, 12))
+
+
+@linux
+def test_eventfd_on_linux() -> None:
+    assert _compat.HAS_EVENTFD
+
+
+# -- Probes refuse what does not fit ------------------------------------------
+
+
+def test_the_running_loop_fallback_returns_none_or_the_loop() -> None:
+    assert _compat._running_loop_or_none_fallback() is None
+
+    async def inside() -> asyncio.AbstractEventLoop | None:
+        return _compat._running_loop_or_none_fallback()
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(inside()) is loop
+    finally:
+        loop.close()
+
+
+class _NoThreadId:
+    def __init__(self) -> None:
+        self.other = None
+
+
+def test_a_loop_class_without_thread_id_gets_no_cache() -> None:
+    assert not _compat.records_loop_thread(_NoThreadId)
+    assert not _compat.records_loop_thread(object)  # a slot wrapper, not code
+
+
+def _sets(*attributes: tuple[str, object]) -> Callable[[Any], object]:
+    def mark(func: Any) -> object:
+        for name, value in attributes:
+            setattr(func, name, value)
+        return func
+
+    return mark
+
+
+@pytest.mark.parametrize(
+    "mark",
+    [
+        _sets(),
+        _sets(("_one", 1), ("_two", 2)),
+        _sets(("_not_the_marker", object())),
+    ],
+    ids=["sets-nothing", "sets-two", "sets-one-nobody-reads"],
+)
+def test_a_marker_that_cannot_be_set_directly_is_not_used(
+    mark: Callable[[Any], object],
+) -> None:
+    assert _compat.marker_set_by(mark) is None
+
+
+def test_a_flag_that_does_not_tell_extension_types_apart_is_not_used() -> None:
+    assert _compat.immutable_type_flag(1 << 9) == 0  # heap types: the reverse
+    assert _compat.immutable_type_flag(1 << 30) == 0  # on neither
+
+
+class _BarePool:
+    def __init__(self, **_: object) -> None:
+        pass
+
+
+class _FullPool:
+    def __init__(self, **_: object) -> None:
+        for name in _compat._POOL_ATTRIBUTES:
+            setattr(self, name, None)
+
+
+@pytest.mark.parametrize(
+    ("module", "fits"),
+    [
+        (
+            SimpleNamespace(
+                ThreadPoolExecutor=_FullPool, _shutdown=0, _global_shutdown_lock=0
+            ),
+            True,
+        ),
+        (
+            SimpleNamespace(
+                ThreadPoolExecutor=_BarePool, _shutdown=0, _global_shutdown_lock=0
+            ),
+            False,
+        ),
+        (SimpleNamespace(ThreadPoolExecutor=_FullPool, _shutdown=0), False),
+    ],
+    ids=["fits", "pool-lacks-internals", "module-lacks-lock"],
+)
+def test_the_pool_probe_needs_every_internal(module: Any, fits: bool) -> None:
+    assert _compat.pool_has_internals(module) is fits
+
+
+def test_a_loop_without_the_attributes_is_refused() -> None:
+    assert not _compat.loop_has_attributes(_NoThreadId, "_ready")
+    assert not _compat.loop_has_attributes(object, "_ready")
+
+
+class _OtherSelfPipe(asyncio.SelectorEventLoop):
+    def _make_self_pipe(self) -> None:
+        self._pipe = os.pipe()
+
+
+def test_a_loop_that_makes_its_self_pipe_otherwise_is_refused() -> None:
+    assert _compat.self_pipe_is_replaceable(asyncio.SelectorEventLoop)
+    assert not _compat.self_pipe_is_replaceable(_OtherSelfPipe)
+    assert not _compat.self_pipe_is_replaceable(object)
+
+
+class _OwnPolicy(_compat.DEFAULT_POLICY_BASE):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.SelectorEventLoop()
+
+
+def test_a_policy_of_its_own_has_no_known_loop_class(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_compat, "current_policy", _OwnPolicy)
+    assert _compat.default_policy_loop_class() is None
+    monkeypatch.setattr(_compat, "current_policy", None)
+    assert _compat.default_policy_loop_class() is None
+
+
+def test_shutting_down_the_default_executor_is_bounded_as_asyncio_run_does() -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    class Loop:
+        def shutdown_default_executor(self, *args: Any) -> str:
+            seen.append(args)
+            return "awaitable"
+
+    assert _compat.shutdown_default_executor(Loop()) == "awaitable"  # type: ignore[arg-type]  # ty: ignore[invalid-argument-type]
+    if sys.version_info >= (3, 12):
+        assert seen == [(asyncio.constants.THREAD_JOIN_TIMEOUT,)]
+    else:
+        assert seen == [()]
+
+
+# -- One home for versions and private names ----------------------------------
+
+_MARK = re.compile(r"#\s*cpython-private:\s*([^#\n]*)")
+
+
+def _marked_names() -> dict[str, set[Path]]:
+    found: dict[str, set[Path]] = {}
+    for path in SRC.rglob("*.py"):
+        for line in path.read_text().splitlines():
+            match = _MARK.search(line)
+            if match is None:
+                continue
+            text = re.split(r" - | \(", match.group(1))[0]
+            for name in text.split(","):
+                if name.strip().isidentifier():  # not the docstring's NAME[...]
+                    found.setdefault(name.strip(), set()).add(path)
+    return found
+
+
+def test_every_marked_private_name_is_registered_and_every_registered_one_used() -> (
+    None
+):
+    marked = _marked_names()
+    assert set(marked) == set(_compat.PRIVATE_NAMES)
+    for capability in set(_compat.PRIVATE_NAMES.values()):
+        assert hasattr(_compat, capability), capability
+
+
+def test_only_the_compat_module_branches_on_the_python_version() -> None:
+    branching = set()
+    for path in SRC.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "version_info":
+                branching.add(path.relative_to(SRC).as_posix())
+    # typing.py picks typing or typing_extensions by version, as upstream.
+    assert branching == {"asgiref/_compat.py", "asgiref/typing.py"}
+
+
+def test_compat_imports_only_the_standard_library() -> None:
+    tree = ast.parse((SRC / "asgiref" / "_compat.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "no relative imports"
+            imported.add((node.module or "").partition(".")[0])
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+# -- Fallbacks keep the behaviour ---------------------------------------------
+
+
+def test_without_a_known_marker_wrappers_are_still_coroutine_functions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asgiref import sync
+
+    monkeypatch.setattr(sync, "_MARKER_NAME", None)
+
+    def plain() -> int:
+        return 1
+
+    async def native() -> int:
+        return 2
+
+    def marked() -> None: ...
+
+    sync.markcoroutinefunction(marked)
+    wrapper = sync.sync_to_async(plain)
+    assert sync.iscoroutinefunction(wrapper)
+    assert sync.async_to_sync(wrapper)() == 1
+    assert sync.async_to_sync(native)() == 2
+    with pytest.raises(TypeError, match="only be applied to sync functions"):
+        sync.sync_to_async(marked)
