@@ -262,6 +262,85 @@ def test_upstream_shadowing_editable_asgire(tmp_path: Path) -> None:
     assert any("`uv sync`" in advice for advice in found.prevent)
 
 
+def test_a_uv_project_is_told_the_lasting_fix_first(tmp_path: Path) -> None:
+    # The uv pip commands alone are undone by the project's next `uv run`,
+    # which syncs upstream back from the lock.
+    project = tmp_path / "project"
+    site = project / ".venv" / "site"
+    ours, upstream = _with_upstream_over(site)
+    found = info.diagnose(
+        site / "asgiref", [ours, upstream], python=PYTHON, uv_project=project
+    )
+    assert found.lasting_fix == (
+        f"add to {project / 'pyproject.toml'}, under [tool.uv]: {info.UV_OVERRIDE}",
+        f"in {project}: uv sync --reinstall-package asgire",
+    )
+    assert [command[:3] for command in found.fix] == [
+        ("uv", "pip", "uninstall"),
+        ("uv", "pip", "install"),
+    ]
+    assert found.prevent == ()  # the override is the prevention
+    text = info.to_text(found, info.python_facts())
+    assert (
+        text.index("Fix for good, in this uv project")
+        < text.index("  1. add to")
+        < text.index("  2. in ")
+        < text.index("environment only")
+        < text.index("uv pip uninstall")
+    )
+    document = info.to_json(found, info.python_facts())
+    assert document["uv_project"] == str(project)
+    assert document["lasting_fix"] == list(found.lasting_fix)
+
+
+def test_an_editable_asgire_in_a_uv_project_needs_a_plain_sync(tmp_path: Path) -> None:
+    site = tmp_path / "project" / ".venv" / "site"
+    ours = _editable(site, tmp_path / "src")
+    upstream = install(site, "asgiref", "3.13.0", UPSTREAM_FILES, installer="uv")
+    found = info.diagnose(
+        site / "asgiref", [ours, upstream], uv_project=tmp_path / "project"
+    )
+    assert found.lasting_fix[-1] == f"in {tmp_path / 'project'}: uv sync"
+
+
+def test_the_override_leaves_asgiref_out_with_a_marker_that_never_holds() -> None:
+    requirement = info.UV_OVERRIDE.partition("[")[2].rstrip("]")
+    assert requirement == "\"asgiref ; python_version == '0'\""
+
+
+def _project(folder: Path, *, lock: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text("[project]\n")
+    if lock:
+        (folder / "uv.lock").write_text("")
+    return folder
+
+
+def test_find_uv_project_beside_its_dot_venv(tmp_path: Path) -> None:
+    project = _project(tmp_path / "project")
+    assert info.find_uv_project(project / ".venv", {}) == project
+    # Not a uv project without a lock (another tool's .venv), nor another name.
+    assert (
+        info.find_uv_project(_project(tmp_path / "b", lock=False) / ".venv", {}) is None
+    )
+    assert info.find_uv_project(project / "venv", {}) is None
+
+
+def test_find_uv_project_from_uv_project_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = _project(tmp_path / "project")
+    monkeypatch.chdir(_project(project / "member", lock=False))
+    elsewhere = tmp_path / "envs" / "3.12"
+    named = {"UV_PROJECT_ENVIRONMENT": str(elsewhere)}
+    # The nearest folder up from here with both files: a workspace's root.
+    assert info.find_uv_project(elsewhere, named) == project
+    assert info.find_uv_project(tmp_path / "envs" / "3.13", named) is None
+    assert info.find_uv_project() == info.find_uv_project(
+        Path(sys.prefix), dict(os.environ)
+    )
+
+
 def test_fix_reinstalls_from_the_wheel_asgire_came_from(tmp_path: Path) -> None:
     wheel = tmp_path / "asgire-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"")
