@@ -685,6 +685,14 @@ def test_upstream_installed_over_asgire_for_real(
     assert report["problems"]
     assert report["shared_files"]
     assert [u["version"] for u in report["upstream"]] == ["3.13.0"]
+    # bench times upstream's code now, and says so.
+    bench = [python, "-m", "asgire", "bench", "--quiet", "--only", "build_s2a"]
+    done = _run([*bench, "--seconds", "0.05"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(
+        "asgiref 3.13.0 provided by upstream asgiref 3.13.0 (asgire "
+        f"{version('asgire')}'s files were overwritten: "
+    ), done.stdout
 
     for command in report["fix"]:
         argv = [uv, *command[1:]] if command[0] == "uv" else command
@@ -695,3 +703,59 @@ def test_upstream_installed_over_asgire_for_real(
     report = json.loads(done.stdout)
     assert report["upstream"] == []
     assert [p["name"] for p in report["asgiref_import"]["provided_by"]] == ["asgire"]
+
+
+# Who `import asgiref` runs, as `python -m asgire bench` reports it.
+
+
+def test_import_provider_names_asgire_in_place(tmp_path: Path) -> None:
+    ours = install(tmp_path / "a", "asgire", "3.13.0.post1", OUR_FILES)
+    found = info.diagnose(tmp_path / "a" / "asgiref", [ours], python=PYTHON)
+    assert info.import_provider(found) == ("asgire", "3.13.0.post1", "")
+    # Still asgire, but installed over upstream, which shares its files.
+    site = tmp_path / "b"
+    upstream = install(site, "asgiref", "3.13.0", UPSTREAM_FILES)
+    ours = install(site, "asgire", "3.13.0.post1", OUR_FILES)
+    shared = info.diagnose(site / "asgiref", [upstream, ours], python=PYTHON)
+    assert shared.conflict
+    name, _, caveat = info.import_provider(shared)
+    assert (name, caveat) == ("asgire", "with a conflict: see `python -m asgire info`")
+
+
+def test_import_provider_names_upstream_over_asgire(tmp_path: Path) -> None:
+    ours = install(tmp_path, "asgire", "3.13.0.post1", OUR_FILES)
+    upstream = install(tmp_path, "asgiref", "3.13.0", UPSTREAM_FILES)
+    found = info.diagnose(tmp_path / "asgiref", [ours, upstream], python=PYTHON)
+    assert info.import_provider(found) == (
+        "asgiref",
+        "3.13.0",
+        "asgire 3.13.0.post1's files were overwritten: see `python -m asgire info`",
+    )
+    alone = info.diagnose(tmp_path / "asgiref", [upstream], python=PYTHON)
+    assert info.import_provider(alone) == ("asgiref", "3.13.0", "")
+
+
+def test_import_provider_names_upstream_shadowing_an_editable_asgire(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site"
+    ours = _editable(site, tmp_path / "src")
+    upstream = install(site, "asgiref", "3.13.0", UPSTREAM_FILES)
+    found = info.diagnose(site / "asgiref", [ours, upstream], python=PYTHON)
+    assert info.import_provider(found)[2] == (
+        "asgire 0.1.0 is installed but not imported: see `python -m asgire info`"
+    )
+
+
+def test_import_provider_of_an_unrecorded_directory(tmp_path: Path) -> None:
+    checkout = tmp_path / "asgiref"
+    checkout.mkdir()
+    found = info.diagnose(checkout, [], python=PYTHON)
+    assert info.import_provider(found) == (
+        "unknown",
+        "unknown",
+        f"no installed distribution records {checkout}",
+    )
+    assert info.import_provider(info.diagnose(None, [], python=PYTHON))[2] == (
+        "no installed distribution records asgiref"
+    )

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
-import importlib.util
 import json
 import math
 import os
@@ -569,15 +568,22 @@ def _answer(line: str) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def _provider() -> str:
-    """Name the distribution that supplies ``asgiref``, without importing asgire."""
-    asgire = importlib.util.find_spec("asgire")
-    # asgire ships both packages side by side.
-    if asgire is not None and asgire.origin:
-        beside = Path(asgire.origin).parent.parent
-        if beside == Path(asgiref.__file__).parent.parent:
-            return "asgire"
-    return "asgiref"
+def _provider() -> tuple[str, str, str]:
+    """The distribution behind ``import asgiref``, its version, and a caveat.
+
+    With asgire installed, ``python -m asgire info``'s own check decides (so
+    upstream files written over asgire's are named as what runs). Run by path
+    where only upstream is installed, it can only be upstream.
+    """
+    try:
+        from asgire import info
+    except ImportError:
+        try:
+            return "asgiref", importlib.metadata.version("asgiref"), ""
+        except importlib.metadata.PackageNotFoundError:
+            return "asgiref", "unknown", ""
+    found = info.diagnose(info.find_asgiref(), importlib.metadata.distributions())
+    return info.import_provider(found)
 
 
 def _cpu_model() -> str:
@@ -593,15 +599,12 @@ def _cpu_model() -> str:
 
 def environment() -> dict[str, Any]:
     """Describe the interpreter, the asgiref implementation and the machine."""
-    provider = _provider()
-    try:
-        provider_version = importlib.metadata.version(provider)
-    except importlib.metadata.PackageNotFoundError:
-        provider_version = "unknown"
+    provider, provider_version, caveat = _provider()
     return {
         "asgiref_version": asgiref.__version__,
         "provider": provider,
         "provider_version": provider_version,
+        "provider_caveat": caveat,
         "module": str(Path(asgiref.__file__).parent),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
@@ -652,6 +655,13 @@ def _progress_printer(stream: TextIO) -> Callable[[int, int, str], None]:
         stream.flush()
 
     return show
+
+
+def describe_provider(env: dict[str, Any]) -> str:
+    """Who ``environment()`` found behind ``import asgiref``, for a reader."""
+    name = "upstream asgiref" if env["provider"] == "asgiref" else env["provider"]
+    caveat = env.get("provider_caveat")
+    return f"{name} {env['provider_version']}" + (f" ({caveat})" if caveat else "")
 
 
 def format_time(seconds: float) -> str:
@@ -710,9 +720,9 @@ def format_table(document: dict[str, Any]) -> str:
     )
     widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
     lines = [
-        f"asgiref {env['asgiref_version']} provided by {env['provider']} "
-        f"{env['provider_version']}; {env['python_implementation']} "
-        f"{env['python']}; {env['cpu']}, {env['cores']} cores",
+        f"asgiref {env['asgiref_version']} provided by {describe_provider(env)}; "
+        f"{env['python_implementation']} {env['python']}; {env['cpu']}, "
+        f"{env['cores']} cores",
         "",
     ]
     for label, *numbers, what in rows:

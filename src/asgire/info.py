@@ -324,6 +324,30 @@ def diagnose(
     )
 
 
+def import_provider(diagnosis: Diagnosis) -> tuple[str, str, str]:
+    """Who ``import asgiref`` really runs: ``(distribution, version, caveat)``.
+
+    The caveat is empty when asgire is in place without conflict, and
+    otherwise says in a few words what is wrong (``python -m asgire bench``
+    prints it beside its figures).
+    """
+    asgire = diagnosis.asgire
+    if diagnosis.providers and asgire in diagnosis.providers:
+        caveat = "with a conflict: see `python -m asgire info`"
+        return asgire.name, asgire.version, caveat if diagnosis.conflict else ""
+    if diagnosis.providers:
+        first = diagnosis.providers[0]
+        if asgire is None:
+            return first.name, first.version, ""
+        if diagnosis.replaced or diagnosis.missing:
+            caveat = f"asgire {asgire.version}'s files were overwritten"
+        else:
+            caveat = f"asgire {asgire.version} is installed but not imported"
+        return first.name, first.version, f"{caveat}: see `python -m asgire info`"
+    where = diagnosis.asgiref_dir or "asgiref"
+    return "unknown", "unknown", f"no installed distribution records {where}"
+
+
 def _names(infos: Iterable[Installed]) -> str:
     return " and ".join(f"{info.name} {info.version}" for info in infos)
 
