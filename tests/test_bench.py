@@ -668,3 +668,36 @@ def test_instructions_counts_a_workload_under_valgrind(
     # them twice over, shows.
     per_op = instructions.count_side(Path(sys.executable), "local_get")
     assert 600 < per_op < 10_000
+
+
+def test_only_may_be_repeated() -> None:
+    args = _parse("--only", "local_set", "--only", "bare_hop", "local_get")
+    assert bench.selected_workloads(args) == ["bare_hop", "local_get", "local_set"]
+
+
+def test_the_table_leaves_out_what_would_mislead() -> None:
+    def timed(value: float, switches: float) -> dict[str, Any]:
+        return {"unit": "s/op", "value": value, "switches_per_op": switches}
+
+    results = {
+        "bare_hop": timed(20e-6, 2.0),
+        "s2a_gather_100": timed(10e-6, 0.6),
+        "local_get": timed(100e-9, 0.01),  # another thread's wake-up, not its own
+    }
+    document = {"environment": bench.environment(), "results": results}
+    lines = bench.format_table(document).splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[3:6]}
+    # Overlapping calls are not set against a lone hop; their switches stay.
+    assert rows["s2a_gather_100"][:5] == [
+        "s2a_gather_100",
+        "10",
+        "us",
+        "100,000",
+        "0.60",
+    ]
+    # A Local read makes no hop: no switch count to puzzle over.
+    assert rows["local_get"][:5] == ["local_get", "100", "ns", "10,000,000", "Local"]
+    legend = "\n".join(lines[6:])
+    assert "blank where the workload stays in one thread" in legend
+    assert "s2a_gather_100: the time per call of 100 made at once" in legend
+    assert lines[-1].endswith("python -m asgire bench --compare")

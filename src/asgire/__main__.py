@@ -35,10 +35,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "bench": (
         "asgire.bench",
-        "measure crossing and Local costs on this machine (about 10 s)",
+        "measure crossing and Local costs on this machine (about 10 s), or "
+        "against upstream with --compare",
         "Time each kind of sync/async crossing (sync_to_async, async_to_sync) "
         "and Local access with the installed asgiref, showing progress on "
-        "stderr, and print a table (or JSON with --json). "
+        "stderr, and print a table (or JSON with --json). With --compare, "
+        "measure side by side with upstream asgiref 3.13.0 (about 25 s, after "
+        "building upstream's throwaway environment) and print the ratio per workload. "
         "Exit status: 0 when every workload ran, 1 when one failed, 2 on a "
         "usage error.",
     ),
