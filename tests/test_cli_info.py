@@ -537,6 +537,50 @@ def test_usage_errors_exit_2(
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        ([], "no command given"),
+        (["--json"], "no command given (with --json)"),
+        (["nope"], "unknown command 'nope'"),
+        (["--bogus", "nope"], "unknown command 'nope'"),
+    ],
+)
+def test_no_or_an_unknown_command_lists_the_commands(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"python -m asgire: error: {error}\n" in err
+    listed = err.split("commands:\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in listed[: len(cli.COMMANDS)]] == list(
+        cli.COMMANDS
+    )
+    assert "`python -m asgire <command> --help`" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "corrected"),
+    [
+        (["--json", "info"], "python -m asgire info --json"),
+        (
+            ["--only", "x y", "bench", "--json"],
+            "python -m asgire bench --only 'x y' --json",
+        ),
+        (
+            ["--version", "--seconds", "1", "bench"],
+            "python -m asgire bench --seconds 1",
+        ),
+    ],
+)
+def test_options_before_the_command_are_shown_where_they_go(
+    argv: list[str], corrected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"a command's options go after it, as in `{corrected}`" in err
+
+
 def test_help_documents_commands_and_exit_codes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
