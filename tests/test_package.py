@@ -7,8 +7,11 @@ import types
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 import asgiref
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def test_version_mirrors_upstream_api_level() -> None:
@@ -209,3 +212,21 @@ def test_each_difference_is_pinned_by_an_asgire_only_test(node: str) -> None:
     ]
     # Marked itself, or through the parameters it is pinned by.
     assert any("asgire_only" in ast.unparse(mark) for mark in function.decorator_list)
+
+
+def _declared_version() -> Version:
+    found = re.search(r'^version = "([^"]+)"$', PYPROJECT.read_text(), re.MULTILINE)
+    assert found, "pyproject.toml declares no version"
+    return Version(found.group(1))
+
+
+@pytest.mark.asgire_only
+def test_distribution_version_is_a_post_release_of_the_mirrored_level() -> None:
+    # Releases of asgire are post-releases of the upstream level they mirror
+    # (3.13.0.post1, .post2...), so each sorts above the asgire 3.13.0 already
+    # published by the index and above upstream's own 3.13.0.
+    declared = _declared_version()
+    assert declared.is_postrelease
+    assert declared.base_version == asgiref.__version__
+    assert declared > Version(asgiref.__version__)
+    assert Version(importlib.metadata.version("asgire")) == declared
