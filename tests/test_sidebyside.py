@@ -37,9 +37,10 @@ def _stand_in_wheel(folder: Path) -> Path:
     asgiref modules."""
     folder.mkdir(parents=True, exist_ok=True)
     info = "asgiref-3.13.0.dist-info"
+    package = Path(asgiref.__file__).parent
     files = {
-        f"asgiref/{path.name}": path.read_bytes()
-        for path in sorted(Path(asgiref.__file__).parent.iterdir())
+        f"asgiref/{path.relative_to(package).as_posix()}": path.read_bytes()
+        for path in sorted(package.rglob("*"))
         if path.suffix == ".py" or path.name == "py.typed"
     }
     files[f"{info}/METADATA"] = (

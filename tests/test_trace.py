@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-import asgiref.sync
 from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 
 pytest.importorskip("asgire")
 
 from asgire import trace  # after the skip: upstream runs lack it
 from asgire.trace import Crossing, Recording, Summary, TraceMiddleware
+from asgiref._bridge import hooks
 
 pytestmark = pytest.mark.asgire_only
 
@@ -88,9 +88,9 @@ class Holder:
 
 @pytest.fixture(autouse=True)
 def hook_is_removed_afterwards() -> Any:
-    assert asgiref.sync._trace_hook is None
+    assert hooks.trace_hook is None
     yield
-    assert asgiref.sync._trace_hook is None
+    assert hooks.trace_hook is None
 
 
 # What is recorded
@@ -357,7 +357,7 @@ async def test_concurrent_tasks_record_separately() -> None:
 
 def test_nothing_is_recorded_outside_a_recording(in_new_thread: Any) -> None:
     with Recording() as recording:
-        assert asgiref.sync._trace_hook is not None
+        assert hooks.trace_hook is not None
         # A thread does not inherit this context: its crossing is not ours.
         assert in_new_thread(lambda: async_to_sync(async_double)(1)) == 2
     async_to_sync(async_double)(1)
@@ -369,7 +369,7 @@ def test_nested_recordings_each_record_what_is_made_in_them() -> None:
         async_to_sync(async_double)(1)
         with Recording() as inner:
             async_to_sync(async_double)(2)
-        assert asgiref.sync._trace_hook is not None
+        assert hooks.trace_hook is not None
     assert len(outer.crossings) == 2
     assert len(inner.crossings) == 1
     assert inner.crossings[0] is outer.crossings[1]
@@ -378,12 +378,12 @@ def test_nested_recordings_each_record_what_is_made_in_them() -> None:
 def test_the_hook_is_removed_when_the_body_raises() -> None:
     def body() -> None:
         with Recording():
-            assert asgiref.sync._trace_hook is not None
+            assert hooks.trace_hook is not None
             raise KeyError("body")
 
     with pytest.raises(KeyError):
         body()
-    assert asgiref.sync._trace_hook is None
+    assert hooks.trace_hook is None
 
 
 def test_a_recording_is_entered_once() -> None:
@@ -395,7 +395,7 @@ def test_a_recording_is_entered_once() -> None:
 
 
 def test_refuses_an_asgiref_without_the_hook(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(asgiref.sync, "_trace_hook")
+    monkeypatch.setattr(trace, "_hooks", None)
     with pytest.raises(RuntimeError, match="asgire info"), Recording():
         pass
     monkeypatch.undo()
@@ -613,7 +613,7 @@ async def test_middleware_passes_lifespan_through(
     seen: list[Any] = []
 
     async def lifespan_app(scope: Any, receive: Any, send: Any) -> None:
-        seen.append((scope, receive, send, asgiref.sync._trace_hook))
+        seen.append((scope, receive, send, hooks.trace_hook))
 
     caplog.set_level(logging.INFO, logger="asgire.trace")
     exchange = Exchange({"type": "lifespan"})

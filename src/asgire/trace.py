@@ -40,8 +40,10 @@ from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any, Literal, TextIO
 
-import asgiref.sync as _sync
-from asgiref._compat import get_running_loop_or_none
+try:
+    from asgiref._bridge import hooks as _hooks
+except ImportError:  # an asgiref from another distribution
+    _hooks = None  # type: ignore[assignment]
 
 __all__ = [
     "Crossing",
@@ -178,14 +180,14 @@ _installed = 0
 
 def _install() -> None:
     global _installed
-    if not hasattr(_sync, "_trace_hook"):
+    if _hooks is None:
         raise RuntimeError(
             "asgire.trace needs asgire's asgiref, but this asgiref was installed "
             "by another distribution; `python -m asgire info` shows how to fix it"
         )
     with _install_lock:
         _installed += 1
-        _sync._trace_hook = _hook
+        _hooks.trace_hook = _hook
 
 
 def _uninstall() -> None:
@@ -193,7 +195,7 @@ def _uninstall() -> None:
     with _install_lock:
         _installed -= 1
         if not _installed:
-            _sync._trace_hook = None
+            _hooks.trace_hook = None  # ty: ignore[invalid-assignment]
 
 
 def _hook(kind: Kind, func: Any, target: Any, thread_sensitive: bool | None) -> Any:
@@ -273,7 +275,10 @@ def _call_site(frame: FrameType | None) -> str:
     first caller outside asgiref and this module."""
     # A crossing that is its task's own coroutine was started by the event
     # loop, and the frames beyond it are the loop's.
-    task = asyncio.current_task() if get_running_loop_or_none() is not None else None
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop running here
+        task = None
     root = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
     while frame is not None and frame is not root and _is_internal(frame):
         frame = frame.f_back

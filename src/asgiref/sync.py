@@ -49,7 +49,6 @@ from typing import (  # noqa: UP035
     Dict,
     Generic,
     List,
-    Literal,
     NoReturn,
     Optional,
     ParamSpec,
@@ -58,13 +57,15 @@ from typing import (  # noqa: UP035
 )
 
 from . import _compat, current_thread_executor
+from ._bridge import hooks as _hooks
+from ._bridge.hooks import is_original as _is_original
+from ._bridge.hooks import plain_loop_method as _plain_loop_method
 from ._compat import (
     COROUTINE_MARKER as _COROUTINE_MARKER,
 )
 from ._compat import (
     EAGER_TASKS,
     HAS_EVENTFD,
-    IMMUTABLE_TYPE_FLAG,
     KEPT_SELF_PIPE,
     POOL_HAND_OFF,
     default_policy_loop_class,
@@ -126,16 +127,6 @@ _R = TypeVar("_R")
 _MISSING: Any = object()
 # os.getpid() is a system call; this copy is refreshed after fork().
 _pid = os.getpid()
-
-
-# asgire.trace puts a function here while a recording is active, and removes
-# it after the last one. Each crossing reads it once, so tracing that is off
-# costs one global read. It is called on the calling thread as
-# ``hook(kind, func, target, thread_sensitive)``, where ``target`` is what
-# the crossing is about to run (``func`` itself, a thread_handler override,
-# or the awaitable ``func`` returned), and returns a stand-in that times it.
-_CrossingKind = Literal["sync_to_async", "async_to_sync"]
-_trace_hook: Callable[[_CrossingKind, Any, Any, bool | None], Any] | None = None
 
 
 # -- Recognising coroutine functions -------------------------------------------
@@ -307,36 +298,6 @@ def _raise_then_call(
 # loop class such as uvloop's. A replacement or a wrapper (wrapt's, or one
 # made with functools.wraps) is not one, whether it was installed before
 # asgiref was imported or after.
-
-# id -> method, for the originals seen so far; holding them keeps ids unique.
-_originals: dict[int, object] = {}
-_BASE_EVENTS_FILE = asyncio.base_events.__file__
-
-
-def _is_original(method: object, module_file: str | None) -> bool:
-    """Whether ``method`` is the function ``module_file`` defines, unreplaced."""
-    if id(method) in _originals:
-        return True
-    if type(method) is not FunctionType or method.__code__.co_filename != module_file:
-        return False
-    _originals[id(method)] = method
-    return True
-
-
-def _plain_loop_method(loop: asyncio.AbstractEventLoop, name: str) -> bool:
-    """Whether ``loop``'s method ``name`` is its loop class's own, unreplaced:
-    asyncio's, or that of an extension loop class (uvloop's), which cannot be
-    replaced in place."""
-    loop_type = type(loop)
-    method = getattr(loop_type, name)
-    # The known originals inline: this runs on every crossing.
-    if id(method) not in _originals and not _is_original(method, _BASE_EVENTS_FILE):
-        # The class it comes from: every loop class has one, AbstractEventLoop.
-        owner = next(k for k in loop_type.__mro__ if name in vars(k))
-        if vars(owner)[name] is not method or not owner.__flags__ & IMMUTABLE_TYPE_FLAG:
-            return False
-        _originals[id(method)] = method
-    return name not in getattr(loop, "__dict__", ())
 
 
 class _IdleCount:
@@ -1143,7 +1104,7 @@ class SyncToAsync(Generic[_P, _R]):
             else self.thread_handler
         )
         func = self.func
-        hook = _trace_hook
+        hook = _hooks.trace_hook
         if hook is not None:
             # Time what the worker calls first: a thread_handler override is
             # still handed the function itself.
@@ -1910,7 +1871,7 @@ class AsyncToSync(Generic[_P, _R]):
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
         try:
             target = self.awaitable(*args, **kwargs)
-            hook = _trace_hook
+            hook = _hooks.trace_hook
             if hook is not None:
                 target = hook("async_to_sync", self.awaitable, target, None)
             awaitable = self.main_wrap(
