@@ -4,6 +4,7 @@ and hooks that both must honour."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gc
 import os
@@ -26,6 +27,10 @@ from asgiref.sync import (
     async_to_sync,
     sync_to_async,
 )
+
+# asgire's own modules, used only by asgire_only tests (upstream lacks them).
+with contextlib.suppress(ImportError):
+    from asgiref._bridge import loop_threads
 
 
 async def loop_and_thread() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
@@ -217,9 +222,7 @@ def test_single_thread_context_collected_on_its_own_loop_thread_closes_the_loop(
 
 @pytest.mark.asgire_only
 def test_idle_loop_thread_handed_a_job_as_it_times_out_runs_the_job() -> None:
-    from asgiref.sync import _LoopThreads
-
-    cache = _LoopThreads()
+    cache = loop_threads.LoopThreads()
     cache.idle_timeout = 0  # each wait for the next job times out at once
     ran: list[threading.Thread] = []
 
@@ -261,7 +264,7 @@ def test_idle_loop_thread_handed_a_job_as_it_times_out_runs_the_job() -> None:
 def test_a_loop_thread_keeps_its_selector_and_self_pipe_until_it_ends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cache = sync._LoopThreads()
+    cache = loop_threads.LoopThreads()
     cache.idle_timeout = 1.0  # long enough for the second call on a slow machine
     monkeypatch.setattr(sync, "_loop_threads", cache)
     wrapper = async_to_sync(loop_and_thread)
@@ -269,8 +272,8 @@ def test_a_loop_thread_keeps_its_selector_and_self_pipe_until_it_ends(
     second_loop, same_thread = wrapper()
     assert same_thread is thread
     assert first_loop is not second_loop
-    assert isinstance(first_loop, sync._LoopThreadEventLoop)
-    assert isinstance(second_loop, sync._LoopThreadEventLoop)
+    assert isinstance(first_loop, loop_threads.LoopThreadEventLoop)
+    assert isinstance(second_loop, loop_threads.LoopThreadEventLoop)
     (parts,) = cache._all_parts
     assert first_loop._parts is parts
     assert second_loop._parts is parts
@@ -406,11 +409,11 @@ def test_forked_child_closes_what_the_parents_loop_threads_kept(
     in_forked_child: Callable[..., str],
 ) -> None:
     async_to_sync(loop_and_thread)()  # leaves an idle loop thread
-    inherited = set(sync._loop_threads._all_parts)
+    inherited = set(loop_threads.loop_thread_cache._all_parts)
     assert inherited
 
     def child() -> None:
-        assert sync._loop_threads._all_parts == set()
+        assert loop_threads.loop_thread_cache._all_parts == set()
         for parts in inherited:
             assert parts.selector.get_map() is None
             assert [sock.fileno() for sock in parts.self_pipe] == [-1, -1]
@@ -426,10 +429,10 @@ def test_a_loop_thread_forking_keeps_its_own_selector_and_pipe_in_the_child(
 ) -> None:
     async def fork_from_the_loop() -> str:
         loop = asyncio.get_running_loop()
-        assert isinstance(loop, sync._LoopThreadEventLoop)
+        assert isinstance(loop, loop_threads.LoopThreadEventLoop)
 
         def child() -> None:
-            assert loop._parts in sync._loop_threads._all_parts
+            assert loop._parts in loop_threads.loop_thread_cache._all_parts
             # Still open: sending raises on a closed socket (asyncio's own
             # self-pipe write would swallow that).
             loop._parts.self_pipe[1].send(b"\0")

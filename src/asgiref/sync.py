@@ -26,8 +26,6 @@ import contextvars
 import functools
 import inspect
 import os
-import selectors
-import socket
 import sys
 import threading
 import warnings
@@ -37,7 +35,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import thread as _cf_thread
-from queue import Empty, SimpleQueue
 from types import FunctionType
 
 # Dict, List and Optional go unused here: upstream binds them, so ``import *``
@@ -60,6 +57,8 @@ from . import _compat, current_thread_executor
 from ._bridge import hooks as _hooks
 from ._bridge.hooks import is_original as _is_original
 from ._bridge.hooks import plain_loop_method as _plain_loop_method
+from ._bridge.loop_threads import LoopThreadEventLoop as _LoopThreadEventLoop
+from ._bridge.loop_threads import loop_thread_cache as _loop_threads
 from ._compat import (
     COROUTINE_MARKER as _COROUTINE_MARKER,
 )
@@ -1236,98 +1235,6 @@ _BASE_THREAD_HANDLER = SyncToAsync.thread_handler
 # -- async_to_sync ----------------------------------------------------------------
 
 
-_Job = Callable[[], Callable[[], object]]
-
-
-class _LoopThreads:
-    """Idle threads kept for running ``async_to_sync``'s event loops.
-
-    Starting a thread costs about as much as the rest of a call, so a thread
-    whose loop has finished waits a while for the next one. The cache is
-    unbounded on purpose: a loop thread may be needed while others are busy
-    (nested calls), and making it wait could deadlock.
-
-    A job returns the callable that tells its caller it is done; the thread
-    calls it only once it is back on the idle list, so that a caller making
-    its next call at once finds the thread there instead of starting another.
-
-    Each thread also keeps the selector and self-pipe of its event loops
-    (``_LoopParts``), made on first use and closed when the thread ends.
-    """
-
-    idle_timeout = 10.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._idle: list[SimpleQueue[_Job]] = []
-        self._started = 0
-        self._kept = threading.local()
-        self._all_parts: set[_LoopParts] = set()
-
-    def run(self, job: _Job) -> None:
-        with self._lock:
-            if self._idle:
-                self._idle.pop().put(job)
-                return
-            self._started += 1
-            name = f"asgire-loop-{self._started}"
-        threading.Thread(target=self._work, args=(job,), name=name, daemon=True).start()
-
-    def _work(self, job: _Job) -> None:
-        inbox: SimpleQueue[_Job] = SimpleQueue()
-        try:
-            while True:
-                report_done = job()
-                del job
-                with self._lock:
-                    self._idle.append(inbox)
-                report_done()
-                del report_done
-                try:
-                    job = inbox.get(timeout=self.idle_timeout)
-                except Empty:
-                    with self._lock:
-                        if inbox in self._idle:
-                            self._idle.remove(inbox)
-                            return
-                    # Taken off the idle list just now: a job is on its way.
-                    job = inbox.get()
-        finally:
-            parts: _LoopParts | None = getattr(self._kept, "parts", None)
-            if parts is not None:
-                with self._lock:
-                    self._all_parts.discard(parts)
-                parts.close()
-
-    def loop_parts(self) -> _LoopParts:
-        """The calling loop thread's selector and self-pipe."""
-        parts: _LoopParts | None = getattr(self._kept, "parts", None)
-        if parts is None:
-            parts = self._kept.parts = _LoopParts()
-            with self._lock:
-                self._all_parts.add(parts)
-        return parts
-
-    def forget(self) -> None:
-        """After fork(): the idle threads did not survive into the child.
-
-        Their loop parts did, as copies of the parent's file descriptors:
-        close them, except the forking thread's own, which may be in use.
-        """
-        self._lock = threading.Lock()
-        self._idle = []
-        forking_thread = threading.get_ident()
-        kept = set()
-        for parts in self._all_parts:
-            if parts.owner == forking_thread:
-                kept.add(parts)
-            else:
-                parts.close()
-        self._all_parts = kept
-
-
-_loop_threads = _LoopThreads()
-
 # The executors of the sync threads waiting on each loop, oldest first;
 # AsyncToSync.loop_thread_executors holds the last one. Touched only by the
 # loop's own thread.
@@ -1528,85 +1435,6 @@ async def _turn(loop: asyncio.AbstractEventLoop) -> None:
     """
     if getattr(loop, "_ready", True):  # cpython-private: _ready
         await asyncio.sleep(0)
-
-
-class _KeptSelector(selectors.DefaultSelector):
-    """A selector that outlives the event loops built on it: closing it only
-    drops the registrations a loop left behind. The self-pipe's stays, so
-    that the next loop need not register it again."""
-
-    def __init__(self, self_pipe_fd: int) -> None:
-        super().__init__()
-        self.self_pipe_fd = self_pipe_fd
-
-    def close(self) -> None:
-        for fd in list(self.get_map()):
-            if fd != self.self_pipe_fd:
-                self.unregister(fd)
-
-    def discard(self) -> None:
-        super().close()
-
-
-class _LoopParts:
-    """What a loop thread keeps from one event loop to the next.
-
-    A new selector event loop opens an epoll (or kqueue) descriptor and a
-    socket pair for its self-pipe, and closes them again: about half of the
-    cost of a fresh loop. The loops of one thread run one after the other,
-    so they can all borrow the same ones.
-    """
-
-    def __init__(self) -> None:
-        self.owner = threading.get_ident()
-        self.self_pipe = socket.socketpair()
-        for sock in self.self_pipe:
-            sock.setblocking(False)
-        self.selector = _KeptSelector(self.self_pipe[0].fileno())
-
-    def close(self) -> None:
-        self.selector.discard()
-        for sock in self.self_pipe:
-            sock.close()
-
-
-class _LoopThreadEventLoop(asyncio.SelectorEventLoop):
-    """The stock selector event loop, on its loop thread's ``_LoopParts``.
-
-    Each instance is still a new loop, closed after its one run; only the
-    descriptors underneath are reused. A byte a closed loop's self-pipe did
-    not read merely wakes the next loop once.
-    """
-
-    if TYPE_CHECKING:
-        # The selector loop's internals used here, which typeshed leaves out.
-        _internal_fds: int
-
-        def _add_reader(self, fd: int, callback: Callable[[], None]) -> object: ...
-        def _read_from_self(self) -> None: ...
-
-    def __init__(self, parts: _LoopParts) -> None:
-        self._parts = parts
-        super().__init__(parts.selector)
-
-    # cpython-private: _make_self_pipe, _ssock, _csock, _internal_fds, _add_reader
-    # cpython-private: _read_from_self
-    def _make_self_pipe(self) -> None:
-        self._ssock, self._csock = self._parts.self_pipe
-        self._internal_fds += 1
-        # Already registered by an earlier loop, this only swaps the handle.
-        self._add_reader(self._parts.self_pipe[0].fileno(), self._read_from_self)
-
-    # cpython-private: _close_self_pipe
-    def _close_self_pipe(self) -> None:
-        # Left registered for the next loop, without this loop's handle (it
-        # would keep the closed loop alive).
-        selector = self._parts.selector
-        reader, _ = selector.get_key(selector.self_pipe_fd).data
-        reader.cancel()
-        selector.modify(selector.self_pipe_fd, selectors.EVENT_READ, (None, None))
-        self._ssock = self._csock = None
-        self._internal_fds -= 1
 
 
 _stock_new_event_loop = asyncio.events.new_event_loop
@@ -2101,7 +1929,6 @@ def _reset_after_fork() -> None:
     AsyncToSync.loop_thread_executors.clear()
     _waiting_on_loop.clear()
     AsyncToSync.context_to_thread_executor.clear()
-    _loop_threads.forget()
 
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
