@@ -30,7 +30,7 @@ from asgiref.sync import (
 
 # asgire's own modules, used only by asgire_only tests (upstream lacks them).
 with contextlib.suppress(ImportError):
-    from asgiref._bridge import loop_threads
+    from asgiref._bridge import loop_inbox, loop_threads
 
 
 async def loop_and_thread() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
@@ -125,12 +125,12 @@ def assert_leaves_no_inbox_open(action: Callable[[], object], times: int) -> Non
     inboxes nor the process's descriptors may grow."""
     action()
     gc.collect()
-    inboxes = len(sync._inboxes)
+    inboxes = len(loop_inbox.inboxes)
     descriptors = len(os.listdir("/proc/self/fd"))
     for _ in range(times):
         action()
     gc.collect()
-    assert len(sync._inboxes) <= inboxes
+    assert len(loop_inbox.inboxes) <= inboxes
     # Fewer is fine: an idle loop thread may end and close its own.
     assert len(os.listdir("/proc/self/fd")) <= descriptors
 
@@ -144,7 +144,7 @@ def test_single_thread_context_loop_has_an_inbox_until_it_closes() -> None:
     def run_block() -> None:
         with AsyncSingleThreadContext():
             loop = async_to_sync(running_loop)()
-            assert id(loop) in sync._inboxes
+            assert id(loop) in loop_inbox.inboxes
             assert async_to_sync(running_loop)() is loop
 
     assert_leaves_no_inbox_open(run_block, times=5)
@@ -580,8 +580,8 @@ def selector_loop() -> Any:
 
 
 def inbox_of(loop: asyncio.AbstractEventLoop) -> Any:
-    sync._open_inbox(loop)
-    return sync._inboxes[id(loop)]()
+    loop_inbox.open_inbox(loop)
+    return loop_inbox.inboxes[id(loop)]()
 
 
 needs_eventfd = pytest.mark.skipif(
@@ -656,7 +656,7 @@ def test_a_loop_that_takes_no_readers_is_still_crossed_without_an_inbox() -> Non
         assert (
             loop.run_until_complete(sync_to_async(abs, thread_sensitive=False)(-2)) == 2
         )
-        assert id(loop) not in sync._inboxes
+        assert id(loop) not in loop_inbox.inboxes
         # Fewer is fine: an idle loop thread may end and close its own.
         assert len(os.listdir("/proc/self/fd")) <= descriptors
     finally:

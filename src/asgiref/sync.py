@@ -30,7 +30,6 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio.selector_events import BaseSelectorEventLoop as _SelectorLoop
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor, Future, InvalidStateError, ThreadPoolExecutor
@@ -57,6 +56,9 @@ from . import _compat, current_thread_executor
 from ._bridge import hooks as _hooks
 from ._bridge.hooks import is_original as _is_original
 from ._bridge.hooks import plain_loop_method as _plain_loop_method
+from ._bridge.loop_inbox import call_soon_threadsafe as _call_soon_threadsafe
+from ._bridge.loop_inbox import inboxes as _inboxes
+from ._bridge.loop_inbox import open_inbox as _open_inbox
 from ._bridge.loop_threads import LoopThreadEventLoop as _LoopThreadEventLoop
 from ._bridge.loop_threads import loop_thread_cache as _loop_threads
 from ._compat import (
@@ -64,7 +66,6 @@ from ._compat import (
 )
 from ._compat import (
     EAGER_TASKS,
-    HAS_EVENTFD,
     KEPT_SELF_PIPE,
     POOL_HAND_OFF,
     default_policy_loop_class,
@@ -352,130 +353,6 @@ def _queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
                 pool._idle_semaphore = _IdleCount(pool._max_workers, idle._value)  # type: ignore[assignment,attr-defined]  # ty: ignore[invalid-assignment]
             pool._adjust_thread_count()  # type: ignore[attr-defined]
     return True
-
-
-# -- Waking an event loop from another thread ----------------------------------
-#
-# A worker thread hands its outcome back as a callback for the loop to run.
-# loop.call_soon_threadsafe() does more work for that than a crossing needs:
-# it copies the context into a new Handle and sends a byte down the loop's
-# self-pipe, and the loop then reads the pipe in a Python loop until recv()
-# raises BlockingIOError. On Linux a stock selector loop gets an inbox
-# instead: a deque of callbacks and an eventfd, registered once with
-# add_reader(). Handing a callback over is then one write, and collecting it
-# one read. With both threads held on one core, so that only CPU time
-# counts, a thread-sensitive crossing took 27.8 us instead of 30.9 and a
-# non-sensitive one 27.7 instead of 34.2 (medians of 10 runs). On two cores
-# most of a crossing is the two thread wake-ups, which stay.
-#
-# A loop whose call_soon_threadsafe is replaced, on its class or on itself,
-# is still called through it, so that whatever hooks it sees every callback.
-
-_HAS_EVENTFD = HAS_EVENTFD
-# id(loop) -> its inbox, weakly: the loop alone keeps its inbox alive, through
-# the reader registered with it, until it closes. An entry goes with its inbox,
-# before the loop's id can be reused; a thread posting to a loop holds the
-# loop. Nothing here keeps a loop alive, even with callbacks left in its inbox
-# (they hold the loop) when it closed.
-_inboxes: dict[int, weakref.ref[_LoopInbox]] = {}
-
-
-class _LoopInbox:
-    """Callbacks that other threads send to one selector event loop, and the
-    eventfd that wakes the loop for them, closed with the inbox."""
-
-    __slots__ = ("__weakref__", "_fd", "_pending")
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._pending: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
-
-    def __del__(self) -> None:
-        os.close(self._fd)
-
-    def post(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        callback: Callable[..., object],
-        args: tuple[Any, ...],
-    ) -> None:
-        """Have ``loop`` call ``callback(*args)`` soon; any thread may call
-        this. Raises ``RuntimeError`` once the loop is closed, as
-        ``call_soon_threadsafe`` does."""
-        if loop.is_closed():
-            raise RuntimeError("Event loop is closed")
-        self._pending.append((callback, args))
-        # After the append: a read that consumes this write finds the item.
-        os.eventfd_write(self._fd, 1)
-
-    def run(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The loop's reader: run the callbacks posted so far."""
-        os.eventfd_read(self._fd)
-        pending = self._pending
-        try:
-            # Only what is here now, as the loop runs only the callbacks
-            # ready when its pass began; later ones have signalled again.
-            for _ in range(len(pending)):
-                callback, args = pending.popleft()
-                try:
-                    callback(*args)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    loop.call_exception_handler(
-                        {
-                            "message": f"Exception in callback {callback!r}",
-                            "exception": exc,
-                        }
-                    )
-        finally:
-            if pending:
-                # Left behind by an exception that stopped the loop: their
-                # signal was consumed above, so signal again.
-                os.eventfd_write(self._fd, 1)
-
-
-def _open_inbox(loop: asyncio.AbstractEventLoop) -> None:
-    """Give ``loop`` an inbox if it is a stock selector loop; on its thread.
-
-    Any other loop is asked again on its next crossing, which costs less than
-    recording the answer (a finalizer per loop). That includes
-    ``async_to_sync``'s fresh loops: one runs a single call, and opening and
-    closing an inbox for it would cost more than the inbox saves.
-    """
-    loop_type = type(loop)
-    if (
-        not issubclass(loop_type, _SelectorLoop)
-        or loop_type is _LoopThreadEventLoop
-        or not _plain_loop_method(loop, "call_soon_threadsafe")
-    ):
-        return
-    try:
-        inbox = _LoopInbox(os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
-        # The reader's handle keeps the context it is registered in for as
-        # long as the loop lives: an empty one holds nothing alive.
-        contextvars.Context().run(loop.add_reader, inbox._fd, inbox.run, loop)
-    except (OSError, NotImplementedError):
-        return  # out of descriptors, or a loop that takes no readers
-    key = id(loop)
-    _inboxes[key] = weakref.ref(inbox, functools.partial(_forget_inbox, key))
-
-
-def _forget_inbox(key: int, _: weakref.ref[_LoopInbox]) -> None:
-    _inboxes.pop(key, None)
-
-
-def _call_soon_threadsafe(
-    loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any
-) -> None:
-    """``loop.call_soon_threadsafe(callback, *args)``, through the loop's
-    inbox while it has one and the method is not replaced."""
-    inbox_ref = _inboxes.get(id(loop))
-    inbox = None if inbox_ref is None else inbox_ref()
-    if inbox is None or not _plain_loop_method(loop, "call_soon_threadsafe"):
-        loop.call_soon_threadsafe(callback, *args)
-    else:
-        inbox.post(loop, callback, args)
 
 
 class _Waiter:
@@ -842,7 +719,7 @@ def _start(
 ) -> None:
     """Hand ``call`` to ``executor`` (None: the loop's default executor):
     directly where nothing is hooked (see above), else as upstream does."""
-    if _HAS_EVENTFD and id(loop) not in _inboxes:
+    if id(loop) not in _inboxes:
         _open_inbox(loop)
     if _plain_loop_method(loop, "run_in_executor"):
         if type(executor) is CurrentThreadExecutor:
@@ -1330,8 +1207,7 @@ class _SharedLoop:
         _affinity.token = token
         loop = asyncio.events.new_event_loop()  # what asyncio.run would call
         asyncio.set_event_loop(loop)
-        if _HAS_EVENTFD:  # pragma: no branch - coverage is measured on Linux
-            _open_inbox(loop)  # every call in the block posts to this loop
+        _open_inbox(loop)  # every call in the block posts to this loop
         ready.set_result((loop, threading.get_ident()))
         try:
             loop.run_forever()
