@@ -30,10 +30,8 @@ import sys
 import threading
 import warnings
 import weakref
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor, Future, InvalidStateError, ThreadPoolExecutor
-from concurrent.futures import thread as _cf_thread
 from types import FunctionType
 
 # Dict, List and Optional go unused here: upstream binds them, so ``import *``
@@ -61,13 +59,14 @@ from ._bridge.loop_inbox import inboxes as _inboxes
 from ._bridge.loop_inbox import open_inbox as _open_inbox
 from ._bridge.loop_threads import LoopThreadEventLoop as _LoopThreadEventLoop
 from ._bridge.loop_threads import loop_thread_cache as _loop_threads
+from ._bridge.pool import queue_on_pool as _queue_on_pool
+from ._bridge.pool import retire as _retire
 from ._compat import (
     COROUTINE_MARKER as _COROUTINE_MARKER,
 )
 from ._compat import (
     EAGER_TASKS,
     KEPT_SELF_PIPE,
-    POOL_HAND_OFF,
     default_policy_loop_class,
     get_running_loop_or_none,
     running_loop,
@@ -298,61 +297,6 @@ def _raise_then_call(
 # loop class such as uvloop's. A replacement or a wrapper (wrapt's, or one
 # made with functools.wraps) is not one, whether it was installed before
 # asgiref was imported or after.
-
-
-class _IdleCount:
-    """A lighter stand-in for a pool's ``_idle_semaphore``.
-
-    A stdlib worker releases that semaphore after every item it runs, to tell
-    ``submit()`` that an idle thread exists. ``threading.Semaphore`` does so
-    through a Python-level condition variable, right after the worker has
-    posted our result, while the event loop thread is waking up to collect
-    it: the two then contend for the GIL, and a crossing measurably slows
-    down. The pool only ever asks ``acquire(timeout=0)`` ("is a thread
-    idle?"), which a deque of tokens answers atomically, also on
-    free-threaded builds. The count saturates at the number of workers,
-    since our calls do not take a token each as ``submit()`` does.
-    """
-
-    __slots__ = ("_tokens",)
-
-    def __init__(self, workers: int, idle: int) -> None:
-        self._tokens: deque[None] = deque([None] * idle, maxlen=workers)
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        try:
-            self._tokens.pop()
-        except IndexError:
-            return False
-        return True
-
-    def release(self, n: int = 1) -> None:
-        self._tokens.append(None)
-
-
-def _queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
-    """Queue ``item`` on ``pool`` the way ``submit()`` would; False if it can't."""
-    if (
-        not POOL_HAND_OFF
-        or not _is_original(ThreadPoolExecutor.submit, _cf_thread.__file__)
-        or "submit" in vars(pool)
-    ):
-        return False
-    # cpython-private: _shutdown_lock, _global_shutdown_lock, _broken, _shutdown
-    with pool._shutdown_lock, _cf_thread._global_shutdown_lock:  # type: ignore[attr-defined]
-        if pool._broken or pool._shutdown or _cf_thread._shutdown:  # type: ignore[attr-defined]
-            return False  # submit() raises the right error
-        pool._work_queue.put(item)  # type: ignore[attr-defined]  # cpython-private: _work_queue
-        # Once every worker exists there is no thread to add; skipping the
-        # check saves acquiring the pool's idle semaphore on every call.
-        # cpython-private: _threads, _max_workers, _idle_semaphore, _value
-        # cpython-private: _adjust_thread_count
-        if len(pool._threads) < pool._max_workers:  # type: ignore[attr-defined]
-            idle = pool._idle_semaphore  # type: ignore[attr-defined]
-            if type(idle) is threading.Semaphore:
-                pool._idle_semaphore = _IdleCount(pool._max_workers, idle._value)  # type: ignore[assignment,attr-defined]  # ty: ignore[invalid-assignment]
-            pool._adjust_thread_count()  # type: ignore[attr-defined]
-    return True
 
 
 class _Waiter:
@@ -820,49 +764,6 @@ class ThreadSensitiveContext:
             return
         if executor is not None:
             await _retire(executor)
-
-
-async def _retire(executor: Executor) -> None:
-    """Shut ``executor`` down and join its thread without blocking the loop.
-
-    Its thread may be waiting for this very loop (sync code in it called
-    async_to_sync), so the loop must keep running until the thread is done.
-    """
-    loop = asyncio.get_running_loop()
-    drained: asyncio.Future[None] = loop.create_future()
-
-    def report_drained() -> None:
-        if not drained.done():
-            drained.set_result(None)
-
-    def notify(_: object = None) -> None:
-        # A closed loop raises RuntimeError: nobody waits any more.
-        with contextlib.suppress(RuntimeError):
-            _call_soon_threadsafe(loop, report_drained)
-
-    if type(executor) is ThreadPoolExecutor:
-        # The pool runs its queue in order: once this no-op has run, the
-        # thread has nothing left to do but exit.
-        try:
-            marker = executor.submit(int)
-        except RuntimeError:
-            marker = None  # already shut down by someone else
-        executor.shutdown(wait=False)
-        if marker is not None:
-            marker.add_done_callback(notify)
-            await drained
-        executor.shutdown(wait=True)  # joins a thread that is already leaving
-        return
-
-    # Unknown executor: shut it down from a thread of our own (not the
-    # loop's default executor, whose work may be what the thread waits for).
-    def join() -> None:
-        executor.shutdown()
-        notify()
-
-    joiner = threading.Thread(target=join, name="asgire-executor-join", daemon=True)
-    joiner.start()
-    await drained
 
 
 # -- sync_to_async ----------------------------------------------------------------

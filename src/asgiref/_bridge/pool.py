@@ -1,0 +1,140 @@
+"""Handing calls to a stdlib ``ThreadPoolExecutor`` without ``submit()``, and
+retiring a one-thread executor without blocking the event loop.
+
+A pool's workers run any queued object that has a ``run()`` method (on 3.14
+with an argument). Queuing ``sync_to_async``'s own call object skips
+``submit()``'s Future, and the call reports its outcome to the event loop
+itself (see ``sync_call``).
+
+Guarantees:
+
+- ``queue_on_pool(pool, item)`` queues ``item`` exactly as ``submit()``
+  would (under the same locks, starting a worker if one is missing), or
+  returns False and leaves ``submit()`` to do it, and to raise the right
+  error for a pool that is shut down or broken. It does so only for the
+  exact stdlib class whose ``submit`` is the stdlib's, on the class and on
+  the pool, so that subclasses and instrumented pools see every call.
+- A pool it has queued on may have its idle-thread semaphore replaced by an
+  ``IdleCount``, which answers the pool's one question about it the same.
+- ``retire(executor)`` returns once the executor is shut down and its thread
+  has ended, and keeps the loop running meanwhile, so that the thread can
+  finish a call that waits on this very loop.
+
+Relies on: the private names of the stdlib pool listed under
+``_compat.POOL_HAND_OFF`` (off: every call goes through ``submit()``).
+
+State: none of its own; it changes the pools it is handed, under their locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import thread as _cf_thread
+from typing import Any
+
+from .._compat import POOL_HAND_OFF
+from .hooks import is_original
+from .loop_inbox import call_soon_threadsafe
+
+
+class IdleCount:
+    """A lighter stand-in for a pool's ``_idle_semaphore``.
+
+    A stdlib worker releases that semaphore after every item it runs, to tell
+    ``submit()`` that an idle thread exists. ``threading.Semaphore`` does so
+    through a Python-level condition variable, right after the worker has
+    posted our result, while the event loop thread is waking up to collect
+    it: the two then contend for the GIL, and a crossing measurably slows
+    down. The pool only ever asks ``acquire(timeout=0)`` ("is a thread
+    idle?"), which a deque with one entry per idle thread answers
+    atomically, also on free-threaded builds. The count saturates at the
+    number of workers, since our calls do not take an entry each as
+    ``submit()`` does.
+    """
+
+    __slots__ = ("_idle",)
+
+    def __init__(self, workers: int, idle: int) -> None:
+        self._idle: deque[None] = deque([None] * idle, maxlen=workers)
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        try:
+            self._idle.pop()
+        except IndexError:
+            return False
+        return True
+
+    def release(self, n: int = 1) -> None:
+        self._idle.append(None)
+
+
+def queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
+    """Queue ``item`` on ``pool`` the way ``submit()`` would; False if it can't."""
+    if (
+        not POOL_HAND_OFF
+        or not is_original(ThreadPoolExecutor.submit, _cf_thread.__file__)
+        or "submit" in vars(pool)
+    ):
+        return False
+    # cpython-private: _shutdown_lock, _global_shutdown_lock, _broken, _shutdown
+    with pool._shutdown_lock, _cf_thread._global_shutdown_lock:  # type: ignore[attr-defined]
+        if pool._broken or pool._shutdown or _cf_thread._shutdown:  # type: ignore[attr-defined]
+            return False  # submit() raises the right error
+        pool._work_queue.put(item)  # type: ignore[attr-defined]  # cpython-private: _work_queue
+        # Once every worker exists there is no thread to add; skipping the
+        # check saves acquiring the pool's idle semaphore on every call.
+        # cpython-private: _threads, _max_workers, _idle_semaphore, _value
+        # cpython-private: _adjust_thread_count
+        if len(pool._threads) < pool._max_workers:  # type: ignore[attr-defined]
+            idle = pool._idle_semaphore  # type: ignore[attr-defined]
+            if type(idle) is threading.Semaphore:
+                pool._idle_semaphore = IdleCount(pool._max_workers, idle._value)  # type: ignore[assignment,attr-defined]  # ty: ignore[invalid-assignment]
+            pool._adjust_thread_count()  # type: ignore[attr-defined]
+    return True
+
+
+async def retire(executor: Executor) -> None:
+    """Shut ``executor`` down and join its thread without blocking the loop.
+
+    Its thread may be waiting for this very loop (sync code in it called
+    async_to_sync), so the loop must keep running until the thread is done.
+    """
+    loop = asyncio.get_running_loop()
+    drained: asyncio.Future[None] = loop.create_future()
+
+    def report_drained() -> None:
+        if not drained.done():
+            drained.set_result(None)
+
+    def notify(_: object = None) -> None:
+        # A closed loop raises RuntimeError: nobody waits any more.
+        with contextlib.suppress(RuntimeError):
+            call_soon_threadsafe(loop, report_drained)
+
+    if type(executor) is ThreadPoolExecutor:
+        # The pool runs its queue in order: once this no-op has run, the
+        # thread has nothing left to do but exit.
+        try:
+            marker = executor.submit(int)
+        except RuntimeError:
+            marker = None  # already shut down by someone else
+        executor.shutdown(wait=False)
+        if marker is not None:
+            marker.add_done_callback(notify)
+            await drained
+        executor.shutdown(wait=True)  # joins a thread that is already leaving
+        return
+
+    # Unknown executor: shut it down from a thread of our own (not the
+    # loop's default executor, whose work may be what the thread waits for).
+    def join() -> None:
+        executor.shutdown()
+        notify()
+
+    joiner = threading.Thread(target=join, name="asgire-executor-join", daemon=True)
+    joiner.start()
+    await drained
