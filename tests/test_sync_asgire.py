@@ -30,7 +30,7 @@ from asgiref.sync import (
 
 # asgire's own modules, used only by asgire_only tests (upstream lacks them).
 with contextlib.suppress(ImportError):
-    from asgiref._bridge import loop_inbox, loop_threads
+    from asgiref._bridge import loop_inbox, loop_threads, waiter
 
 
 async def loop_and_thread() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
@@ -95,7 +95,7 @@ async def test_a_task_resumes_in_the_callback_that_brings_its_outcome() -> None:
         resumer = sys._getframe().f_back
         return None if resumer is None else resumer.f_code
 
-    assert await asyncio.ensure_future(call()) is sync._Waiter.wake.__code__
+    assert await asyncio.ensure_future(call()) is waiter.Waiter.wake.__code__
 
 
 @pytest.mark.asgire_only
@@ -357,11 +357,11 @@ def test_overridden_thread_handler_sees_the_caller_exception() -> None:
 def test_a_report_that_came_in_time_is_kept_when_the_wait_gives_up() -> None:
     # The waiting thread gives up once the loop has closed; a report that
     # arrived just before then is still the call's outcome.
-    outcome: Any = sync._Outcome(None)
+    outcome: Any = waiter.Outcome(None)
     outcome.set_result("reported")
     outcome.fail_unreported(RuntimeError("closed"))
     assert outcome.result() == "reported"
-    unreported: Any = sync._Outcome(None)
+    unreported: Any = waiter.Outcome(None)
     unreported.fail_unreported(RuntimeError("closed"))
     with pytest.raises(RuntimeError, match="closed"):
         unreported.result()

@@ -30,7 +30,7 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor, Future, InvalidStateError, ThreadPoolExecutor
 from types import FunctionType
 
@@ -61,6 +61,8 @@ from ._bridge.loop_threads import LoopThreadEventLoop as _LoopThreadEventLoop
 from ._bridge.loop_threads import loop_thread_cache as _loop_threads
 from ._bridge.pool import queue_on_pool as _queue_on_pool
 from ._bridge.pool import retire as _retire
+from ._bridge.waiter import Outcome as _Outcome
+from ._bridge.waiter import Waiter as _Waiter
 from ._compat import (
     COROUTINE_MARKER as _COROUTINE_MARKER,
 )
@@ -297,109 +299,6 @@ def _raise_then_call(
 # loop class such as uvloop's. A replacement or a wrapper (wrapt's, or one
 # made with functools.wraps) is not one, whether it was installed before
 # asgiref was imported or after.
-
-
-class _Waiter:
-    """What the task making a ``sync_to_async`` call awaits until the outcome
-    is back on the loop's thread (``_SyncCall._settle`` calls ``wake()``).
-
-    An asyncio task can await any object that follows asyncio's own Future
-    protocol (``_asyncio_future_blocking``, ``get_loop``, ``add_done_callback``,
-    ``result``, ``cancel``): the task hands it the callback that resumes the
-    task. A Future schedules that callback for the loop's next pass when it
-    completes. This calls it at once, from the callback that brings the
-    outcome back, so a crossing costs the loop one pass (and one ``select()``
-    call) fewer. Everything here runs on the loop's thread.
-    """
-
-    __slots__ = (
-        "_asyncio_future_blocking",
-        "_cancel_message",
-        "_context",
-        "_loop",
-        "_state",
-        "_wakeup",
-    )
-
-    # Set when first needed: the wake-up and its context by
-    # add_done_callback() (the wake-up is deleted once used), the message by
-    # cancel().
-    _wakeup: Callable[[_Waiter], object]
-    _context: contextvars.Context | None
-    _cancel_message: Any
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._asyncio_future_blocking = False
-        self._state = _PENDING
-
-    def __await__(self) -> Generator[_Waiter, None, None]:
-        self._asyncio_future_blocking = True
-        yield self
-        self.result()
-
-    def get_loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    def add_done_callback(
-        self,
-        callback: Callable[[_Waiter], object],
-        *,
-        context: contextvars.Context | None = None,
-    ) -> None:
-        # Only what awaits the call registers, once: a task, before the wait
-        # can end, or another runner that follows the protocol, maybe later.
-        if self._state is not _PENDING:
-            self._loop.call_soon(callback, self, context=context)
-            return
-        self._wakeup = callback
-        self._context = context
-
-    def done(self) -> bool:
-        return self._state is not _PENDING
-
-    def cancelled(self) -> bool:
-        return self._state is _CANCELLED
-
-    def cancel(self, msg: Any = None) -> bool:
-        """Stop waiting (the task was cancelled): resume the task with
-        ``CancelledError`` on the loop's next pass."""
-        if self._state is not _PENDING:
-            return False
-        self._state = _CANCELLED
-        self._cancel_message = msg
-        # Only the awaiting task cancels, so a wake-up is registered.
-        self._loop.call_soon(self._wakeup, self, context=self._context)
-        del self._wakeup
-        return True
-
-    def result(self) -> None:
-        if self._state is _CANCELLED:
-            message = self._cancel_message
-            if message is None:
-                raise asyncio.CancelledError
-            raise asyncio.CancelledError(message)
-
-    def wake(self) -> None:
-        """End the wait, resuming the awaiting task now (unless cancelled)."""
-        if self._state is not _PENDING:
-            return
-        self._state = _DONE
-        try:
-            wakeup = self._wakeup
-        except AttributeError:
-            return  # nothing registered yet (not a task); see add_done_callback
-        del self._wakeup
-        context = self._context
-        if context is None:
-            wakeup(self)  # a runner that passes no context
-        else:
-            context.run(wakeup, self)
-
-
-_PENDING = "pending"
-_CANCELLED = "cancelled"
-_DONE = "done"
 
 
 class _SyncCall:
@@ -1314,77 +1213,6 @@ class AsyncSingleThreadContext:
                 # A context dropped without exiting still closes its loop.
                 weakref.finalize(self, shared.stop)
         return shared
-
-
-class _Outcome(Generic[_R]):
-    """How an ``async_to_sync`` call's coroutine ended.
-
-    ``main_wrap`` reports into it through ``set_result`` and
-    ``set_exception``, as into a ``concurrent.futures.Future``; reporting
-    then calls ``on_done``, which ends the waiting thread's
-    ``CurrentThreadExecutor`` loop. A Future would do the same through a
-    condition variable that nobody waits on, at several times the cost.
-    """
-
-    __slots__ = ("_failure", "_on_done", "_result", "reported", "task")
-
-    def __init__(self, on_done: Callable[[], object] | None) -> None:
-        self._on_done = on_done
-        self._result: Any = None
-        self.reported = False
-        # The task reporting here, when it carries the report_cancellation
-        # callback (see _start_task).
-        self.task: asyncio.Future[Any] | None = None
-        # What result() raises until a report arrives: a task cancelled
-        # before it started (its loop was shutting down) never reports.
-        self._failure: BaseException | type[BaseException] | None = (
-            asyncio.CancelledError
-        )
-
-    def set_result(self, result: _R) -> None:
-        self._report(None, result)
-
-    def set_exception(self, exception: BaseException) -> None:
-        self._report(exception, None)
-
-    def report_cancellation(self, _: object = None) -> None:
-        """Report that the task was cancelled before its coroutine started."""
-        self._report(asyncio.CancelledError, None)
-
-    def _report(
-        self, failure: BaseException | type[BaseException] | None, result: Any
-    ) -> None:
-        self._failure = failure
-        self._result = result
-        self.reported = True
-        task = self.task
-        if task is not None:
-            # Whichever report comes first is the only one: once the
-            # coroutine has reported, the done callback must not. Removing
-            # it also spares the loop a turn, as a task that ends with no
-            # callbacks queues nothing.
-            self.task = None
-            task.remove_done_callback(self.report_cancellation)
-        if self._on_done is not None:
-            self._on_done()
-
-    def fail_unreported(self, failure: BaseException) -> None:
-        """Make ``result()`` raise ``failure`` if no report has come (and,
-        the loop being closed, none ever will)."""
-        if not self.reported:
-            self._failure = failure
-
-    def result(self) -> _R:
-        """The coroutine's result, or raise what it raised."""
-        __traceback_hide__ = True  # noqa: F841
-        failure = self._failure
-        if failure is None:
-            return self._result
-        self._failure = None  # no reference cycle through the traceback
-        try:
-            raise failure
-        finally:
-            del failure
 
 
 class AsyncToSync(Generic[_P, _R]):
