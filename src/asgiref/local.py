@@ -20,17 +20,17 @@ In sync code a ``Local`` must behave like ``threading.local``. Context
 variables are not thread-local on their own: on Python 3.14 a new thread may
 start with a copy of its parent's context (``sys.flags.thread_inherit_context``,
 the default on free-threaded builds), and ``contextvars.copy_context()`` can be
-handed to any thread explicitly. So each snapshot records the *affinity token*
+handed to any thread explicitly. So each snapshot records the *affinity tag*
 of the thread that wrote it, and is visible only to a thread that currently
-holds the same token. Every thread has a token of its own; ``asgiref.sync``
-lends the caller's token to a thread while that thread runs work on the
+holds the same tag. Every thread has a tag of its own; ``asgiref.sync``
+lends the caller's tag to a thread while that thread runs work on the
 caller's behalf (``_affinity``), which is exactly when data must be shared
 across threads. A thread that merely inherited a context never holds the
-token, so it starts empty; only if it hands that context to ``sync_to_async``
+tag, so it starts empty; only if it hands that context to ``sync_to_async``
 or ``async_to_sync`` are the values it carries re-tagged for it, as upstream
 asgiref re-homes the storage a crossing carries. The one thread that serves
 callers from several threads at once, an ``AsyncSingleThreadContext``'s loop
-thread, keeps the token of the thread that started it; a call from another
+thread, keeps the tag of the thread that started it; a call from another
 thread re-tags its snapshot for the loop thread on the way in and back on the
 way out.
 """
@@ -53,19 +53,19 @@ _get_running_loop = get_running_loop_or_none
 
 
 class _Affinity(threading.local):
-    """Per-thread affinity token; ``threading.local`` runs ``__init__`` per thread."""
+    """Per-thread affinity tag; ``threading.local`` runs ``__init__`` per thread."""
 
-    token: object
+    tag: object
 
     def __init__(self) -> None:
-        self.token = object()
+        self.tag = object()
 
 
 _affinity = _Affinity()
 
 
-# asgiref.sync reads and swaps ``_affinity.token`` directly around the work it
-# runs on a thread on behalf of another one.
+# asgiref.sync (and its _bridge modules) read and swap ``_affinity.tag`` directly
+# around the work they run on a thread on behalf of another one.
 
 
 _Snapshot = tuple[object, dict[tuple["_DefaultLocal", str], Any]]
@@ -141,7 +141,7 @@ class _DefaultLocal(Local):  # ty: ignore[subclass-of-final-class]
 
     def __getattribute__(self, key: str) -> Any:
         snapshot = _STATE.get(None)
-        if snapshot is not None and snapshot[0] is _affinity.token:
+        if snapshot is not None and snapshot[0] is _affinity.tag:
             value = snapshot[1].get((self, key), _MISSING)
             if value is not _MISSING:
                 return value
@@ -153,34 +153,30 @@ class _DefaultLocal(Local):  # ty: ignore[subclass-of-final-class]
     def __setattr__(self, key: str, value: Any) -> None:
         if key == "_data":
             raise _reserved(key)
-        token = _affinity.token
+        tag = _affinity.tag
         snapshot = _STATE.get(None)
-        if snapshot is None or snapshot[0] is not token:
-            _STATE.set((token, {(self, key): value}))
+        if snapshot is None or snapshot[0] is not tag:
+            _STATE.set((tag, {(self, key): value}))
             return
         values = snapshot[1].copy()
         values[self, key] = value
-        _STATE.set((token, values))
+        _STATE.set((tag, values))
 
     def __delattr__(self, key: str) -> None:
-        token = _affinity.token
+        tag = _affinity.tag
         snapshot = _STATE.get(None)
-        if (
-            snapshot is None
-            or snapshot[0] is not token
-            or (self, key) not in snapshot[1]
-        ):
+        if snapshot is None or snapshot[0] is not tag or (self, key) not in snapshot[1]:
             raise _missing(self, key)
         values = snapshot[1].copy()
         del values[self, key]
-        _STATE.set((token, values))
+        _STATE.set((tag, values))
 
 
 def _peek(local: Local, key: str, default: Any = None) -> Any:
     """``getattr(local, key, default)`` for a default (not thread-critical)
     ``Local``, without raising and catching inside."""
     snapshot = _STATE.get(None)
-    if snapshot is not None and snapshot[0] is _affinity.token:
+    if snapshot is not None and snapshot[0] is _affinity.tag:
         return snapshot[1].get((local, key), default)
     return default
 

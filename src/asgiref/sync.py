@@ -52,6 +52,13 @@ from typing import (  # noqa: UP035
 
 from . import _compat, current_thread_executor
 from ._bridge import hooks as _hooks
+from ._bridge.context import adopt_local_data as _adopt_local_data
+from ._bridge.context import given_context_runner as _given_context_runner
+from ._bridge.context import merge_context as _merge_context
+from ._bridge.context import raise_then_call as _raise_then_call
+from ._bridge.context import (
+    restore_context_from_a_loop_thread as _restore_context_from_a_loop_thread,
+)
 from ._bridge.hooks import is_original as _is_original
 from ._bridge.hooks import plain_loop_method as _plain_loop_method
 from ._bridge.loop_inbox import call_soon_threadsafe as _call_soon_threadsafe
@@ -76,7 +83,7 @@ from ._compat import (
 )
 from .current_thread_executor import CurrentThreadExecutor
 from .local import _STATE as _LOCAL_STATE
-from .local import _THREAD_CRITICAL_VARIABLE, Local, _affinity, _peek
+from .local import Local, _affinity, _peek
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -193,37 +200,6 @@ def _copy_metadata(wrapper: object, wrapped: object) -> None:
 # -- Context variables ---------------------------------------------------------
 
 
-def _merge_context(changed: contextvars.Context) -> None:
-    """Apply to the current context every value ``changed`` holds that the
-    current context doesn't hold as the very same object.
-
-    Values are compared by identity only. ``Context.__eq__`` would be O(1)
-    when nothing changed, but once something has it calls the values' own
-    ``__eq__``: third-party code that may be slow, raise, or iterate a mapping
-    another thread is mutating.
-    """
-    for var, value in changed.items():
-        if var.get(_MISSING) is not value:
-            var.set(value)
-
-
-def _adopt_local_data(heir: object = None) -> None:
-    """Make the ``Local`` data the current context carries visible to this
-    thread (or to the thread holding the affinity token ``heir``), whichever
-    thread wrote it.
-
-    A crossing calls this where upstream re-homes the storage it carries
-    (``_restore_context``): data a thread merely inherited stays hidden from
-    it until that thread hands the context to ``sync_to_async`` or
-    ``async_to_sync``, which then shows it to the function or coroutine, and
-    to the thread afterwards.
-    """
-    snapshot = _LOCAL_STATE.get(None)
-    token = _affinity.token if heir is None else heir
-    if snapshot is not None and snapshot[0] is not token:
-        _LOCAL_STATE.set((token, snapshot[1]))
-
-
 def _restore_context(context: contextvars.Context) -> None:
     """Apply ``context``'s values to the current context, as a crossing does
     when it returns, and make the ``Local`` data it then carries visible to
@@ -233,54 +209,6 @@ def _restore_context(context: contextvars.Context) -> None:
     """
     _merge_context(context)
     _adopt_local_data()
-
-
-def _restore_context_from_a_loop_thread(context: contextvars.Context) -> None:
-    """``_restore_context`` for what a fresh loop's coroutine left, less the
-    thread-critical ``Local`` data it kept for its loop thread.
-
-    Upstream runs each such loop on a thread of its own, so that data is
-    never seen again. asgire reuses the thread: were the data carried back
-    to the caller, the caller's next call, on the same thread, would find it.
-    """
-    for var, value in context.items():
-        if var.get(_MISSING) is not value and var.name is not _THREAD_CRITICAL_VARIABLE:
-            var.set(value)
-    _adopt_local_data()
-
-
-def _given_context_runner(
-    context: contextvars.Context,
-) -> Callable[..., Any]:
-    """``context.run`` for a context given to ``sync_to_async``, that first
-    adopts the ``Local`` data the context carries (``_adopt_local_data``).
-
-    That has to happen inside the context, on the worker: the loop's thread
-    must not enter a context that an earlier call, serialised behind or
-    abandoned on the worker, may still be running in.
-    """
-
-    def run(func: Callable[..., Any], /, *args: Any) -> Any:
-        return context.run(_adopt_then_call, func, *args)
-
-    return run
-
-
-def _adopt_then_call(func: Callable[..., Any], /, *args: Any) -> Any:
-    _adopt_local_data()
-    return func(*args)
-
-
-def _raise_then_call(
-    exception: BaseException, func: Callable[..., _R], *args: Any, **kwargs: Any
-) -> _R:
-    """Call ``func`` while ``exception`` is being handled, so that
-    ``sys.exc_info()`` inside it matches the caller's."""
-    __traceback_hide__ = True  # noqa: F841
-    try:
-        raise exception
-    except BaseException:
-        return func(*args, **kwargs)
 
 
 # -- Handing work to executors --------------------------------------------------
@@ -325,6 +253,7 @@ class _SyncCall:
     """
 
     __slots__ = (
+        "affinity",
         "args",
         "exception",
         "func",
@@ -337,7 +266,6 @@ class _SyncCall:
         "run_in_context",
         "settled",
         "task_context",
-        "token",
         "unclaimed",
         "waiter",
     )
@@ -364,7 +292,7 @@ class _SyncCall:
         # stand-in for it (_given_context_runner).
         self.run_in_context = run_in_context
         self.exception = exception
-        self.token = _affinity.token
+        self.affinity = _affinity.tag
         self.task_context: list[asyncio.Task[Any]] = []
         self.waiter = _Waiter(loop)
         self.settled = False
@@ -448,14 +376,14 @@ class _SyncCall:
         # this thread does not find a stale loop there.
         state = SyncToAsync.threadlocal.__dict__
         nested = state.copy() if state else None
-        own_token = _affinity.token
-        _affinity.token = self.token
+        own_tag = _affinity.tag
+        _affinity.tag = self.affinity
         try:
             return True, handler(*arguments)
         except BaseException as exc:
             return False, exc
         finally:
-            _affinity.token = own_token
+            _affinity.tag = own_tag
             state.clear()
             if nested:
                 state.update(nested)
@@ -767,8 +695,8 @@ class SyncToAsync(Generic[_P, _R]):
         if given is None:
             # _adopt_local_data(), inlined: every crossing asks.
             snapshot = _LOCAL_STATE.get(None)
-            if snapshot is not None and snapshot[0] is not _affinity.token:
-                _LOCAL_STATE.set((_affinity.token, snapshot[1]))
+            if snapshot is not None and snapshot[0] is not _affinity.tag:
+                _LOCAL_STATE.set((_affinity.tag, snapshot[1]))
             context = contextvars.copy_context()
             run_in_context = context.run
         else:
@@ -993,18 +921,18 @@ class _SharedLoop:
     garbage collected), then closes as ``asyncio.run`` would close it.
     """
 
-    def __init__(self, executor: ThreadPoolExecutor, token: object) -> None:
+    def __init__(self, executor: ThreadPoolExecutor, tag: object) -> None:
         ready: Future[tuple[asyncio.AbstractEventLoop, int]] = Future()
         self.pid = _pid
-        self.token = token  # the affinity its thread holds for good
-        self.finished = executor.submit(self._serve, ready, token)
+        self.tag = tag  # the affinity its thread holds for good
+        self.finished = executor.submit(self._serve, ready, tag)
         self.loop, self.thread_id = ready.result()
 
     @staticmethod
     def _serve(
-        ready: Future[tuple[asyncio.AbstractEventLoop, int]], token: object
+        ready: Future[tuple[asyncio.AbstractEventLoop, int]], tag: object
     ) -> None:
-        _affinity.token = token
+        _affinity.tag = tag
         loop = asyncio.events.new_event_loop()  # what asyncio.run would call
         asyncio.set_event_loop(loop)
         _open_inbox(loop)  # every call in the block posts to this loop
@@ -1209,7 +1137,7 @@ class AsyncSingleThreadContext:
                 if executor is None:
                     executor = ThreadPoolExecutor(max_workers=1)
                     AsyncToSync.context_to_thread_executor[self] = executor
-                shared = self._shared_loop = _SharedLoop(executor, _affinity.token)
+                shared = self._shared_loop = _SharedLoop(executor, _affinity.tag)
                 # A context dropped without exiting still closes its loop.
                 weakref.finalize(self, shared.stop)
         return shared
@@ -1276,17 +1204,17 @@ class AsyncToSync(Generic[_P, _R]):
             )
 
         single = None
-        # The affinity token the coroutine's thread holds, when it is not this
-        # thread's: a shared loop's thread keeps the token of the thread that
+        # The affinity tag the coroutine's thread holds, when it is not this
+        # thread's: a shared loop's thread keeps the tag of the thread that
         # started it (see asgiref.local).
-        foreign_token = None
+        foreign_tag = None
         if main_loop is None:
             single = self.async_single_thread_context.get(None)
             if single is not None:
                 shared = single._loop()
                 main_loop = shared.loop
-                if shared.token is not _affinity.token:
-                    foreign_token = shared.token
+                if shared.tag is not _affinity.tag:
+                    foreign_tag = shared.tag
         _adopt_local_data()  # before executors.current replaces foreign data
         old_executor = _current_thread_executor()
         current_executor = CurrentThreadExecutor(old_executor)
@@ -1297,10 +1225,10 @@ class AsyncToSync(Generic[_P, _R]):
         )
         self.executors.current = current_executor
         context = [contextvars.copy_context()]
-        if foreign_token is not None:
+        if foreign_tag is not None:
             # Hand this thread's Local data to the coroutine's thread, and
             # take back what the coroutine leaves (in the finally below).
-            context[0].run(_adopt_local_data, foreign_token)
+            context[0].run(_adopt_local_data, foreign_tag)
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
         try:
             target = self.awaitable(*args, **kwargs)
@@ -1353,11 +1281,11 @@ class AsyncToSync(Generic[_P, _R]):
         """Run ``awaitable`` in a new event loop on a loop thread, running the
         work it sends back to this thread until that loop has closed."""
         finished: _Outcome[None] = _Outcome(executor._finish)
-        token = _affinity.token
+        tag = _affinity.tag
 
         def run_loop() -> Callable[[], object]:
-            own_token = _affinity.token
-            _affinity.token = token
+            own_tag = _affinity.tag
+            _affinity.tag = tag
             try:
                 # Started in the caller's context, the task needs no context
                 # variables copied into it one by one.
@@ -1365,7 +1293,7 @@ class AsyncToSync(Generic[_P, _R]):
             except BaseException as exc:
                 return functools.partial(finished.set_exception, exc)
             finally:
-                _affinity.token = own_token
+                _affinity.tag = own_tag
             return functools.partial(finished.set_result, None)
 
         _loop_threads.run(run_loop)
