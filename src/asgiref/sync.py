@@ -51,7 +51,9 @@ from typing import (  # noqa: UP035
 )
 
 from . import _compat, current_thread_executor
+from ._bridge import fork as _fork
 from ._bridge import hooks as _hooks
+from ._bridge import outer_loop as _outer_loop
 from ._bridge.context import adopt_local_data as _adopt_local_data
 from ._bridge.context import given_context_runner as _given_context_runner
 from ._bridge.context import merge_context as _merge_context
@@ -66,6 +68,9 @@ from ._bridge.loop_inbox import inboxes as _inboxes
 from ._bridge.loop_inbox import open_inbox as _open_inbox
 from ._bridge.loop_threads import LoopThreadEventLoop as _LoopThreadEventLoop
 from ._bridge.loop_threads import loop_thread_cache as _loop_threads
+from ._bridge.outer_loop import caller_loop as _caller_loop
+from ._bridge.outer_loop import registered as _registered
+from ._bridge.outer_loop import start_task as _start_task
 from ._bridge.pool import queue_on_pool as _queue_on_pool
 from ._bridge.pool import retire as _retire
 from ._bridge.waiter import Outcome as _Outcome
@@ -74,7 +79,6 @@ from ._compat import (
     COROUTINE_MARKER as _COROUTINE_MARKER,
 )
 from ._compat import (
-    EAGER_TASKS,
     KEPT_SELF_PIPE,
     default_policy_loop_class,
     get_running_loop_or_none,
@@ -133,8 +137,6 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 _MISSING: Any = object()
-# os.getpid() is a system call; this copy is refreshed after fork().
-_pid = os.getpid()
 
 
 # -- Recognising coroutine functions -------------------------------------------
@@ -619,7 +621,7 @@ class SyncToAsync(Generic[_P, _R]):
 
     # The running loop and the list AsyncToSync registers its tasks in, set on
     # the worker thread while it runs a call.
-    threadlocal = threading.local()
+    threadlocal: threading.local = _outer_loop.threadlocal
 
     # Runs thread-sensitive calls that have no better place. It may be
     # replaced (at start-up) by another one-thread executor.
@@ -827,7 +829,7 @@ class SyncToAsync(Generic[_P, _R]):
         __traceback_hide__ = True  # noqa: F841
         threadlocal = self.threadlocal
         threadlocal.main_event_loop = loop
-        threadlocal.main_event_loop_pid = _pid
+        threadlocal.main_event_loop_pid = _fork.pid
         threadlocal.task_context = task_context
         if exc_info[1] is not None:
             return _raise_then_call(exc_info[1], func, *args, **kwargs)
@@ -840,79 +842,6 @@ _BASE_THREAD_HANDLER = SyncToAsync.thread_handler
 # -- async_to_sync ----------------------------------------------------------------
 
 
-# The executors of the sync threads waiting on each loop, oldest first;
-# AsyncToSync.loop_thread_executors holds the last one. Touched only by the
-# loop's own thread.
-_waiting_on_loop: dict[asyncio.AbstractEventLoop, list[CurrentThreadExecutor]] = {}
-
-
-async def _registered(
-    awaitable: Awaitable[None], executor: CurrentThreadExecutor
-) -> None:
-    """Await ``awaitable`` with ``executor`` registered as the thread waiting
-    on this loop (``AsyncToSync.loop_thread_executors``)."""
-    # Calls on a shared loop need not finish in the order they started, so
-    # the loop's entry is the latest call still waiting.
-    loop = asyncio.get_running_loop()
-    waiting = _waiting_on_loop.setdefault(loop, [])
-    waiting.append(executor)
-    AsyncToSync.loop_thread_executors[loop] = executor
-    try:
-        await awaitable
-    finally:
-        waiting.remove(executor)
-        if waiting:
-            AsyncToSync.loop_thread_executors[loop] = waiting[-1]
-        else:
-            del _waiting_on_loop[loop]
-            AsyncToSync.loop_thread_executors.pop(loop, None)
-
-
-if EAGER_TASKS:  # pragma: no cover - coverage is measured on 3.11
-    # A task made in a callback normally takes its first step on the loop's
-    # next pass, which costs a pass (and its select() call) per crossing.
-    # Started eagerly, the step runs in the callback itself. That is only
-    # done where create_task() would make a plain Task anyway: the loop
-    # class's own method, unreplaced, and no task factory set.
-
-    def _create_task(
-        loop: asyncio.AbstractEventLoop, awaitable: Coroutine[Any, Any, None]
-    ) -> asyncio.Future[None]:
-        if _plain_loop_method(loop, "create_task") and loop.get_task_factory() is None:
-            return asyncio.Task(awaitable, loop=loop, eager_start=True)
-        return loop.create_task(awaitable)
-
-else:
-
-    def _create_task(
-        loop: asyncio.AbstractEventLoop, awaitable: Coroutine[Any, Any, None]
-    ) -> asyncio.Future[None]:
-        return loop.create_task(awaitable)
-
-
-def _start_task(
-    loop: asyncio.AbstractEventLoop,
-    awaitable: Coroutine[Any, Any, None],
-    outcome: _Outcome[Any],
-) -> None:
-    """Run ``awaitable`` (which reports into ``outcome``) as a task on
-    ``loop``, from a callback on that loop."""
-    try:
-        task = _create_task(loop, awaitable)
-    except Exception as exc:
-        # A task factory that raises would leave the coroutine unrun and its
-        # caller waiting for good: the caller gets the error instead.
-        awaitable.close()
-        outcome.set_exception(exc)
-        return
-    # Already reported only if it ran to the end in an eager first step.
-    if not outcome.reported:  # pragma: no branch - eager starts are 3.12+
-        # A task cancelled before its first step (the loop is shutting down)
-        # never reports: report the cancellation for it.
-        task.add_done_callback(outcome.report_cancellation)
-        outcome.task = task
-
-
 class _SharedLoop:
     """The one event loop an ``AsyncSingleThreadContext`` runs every call in.
 
@@ -923,7 +852,7 @@ class _SharedLoop:
 
     def __init__(self, executor: ThreadPoolExecutor, tag: object) -> None:
         ready: Future[tuple[asyncio.AbstractEventLoop, int]] = Future()
-        self.pid = _pid
+        self.pid = _fork.pid
         self.tag = tag  # the affinity its thread holds for good
         self.finished = executor.submit(self._serve, ready, tag)
         self.loop, self.thread_id = ready.result()
@@ -1132,7 +1061,7 @@ class AsyncSingleThreadContext:
         """The block's loop, started by its first ``async_to_sync`` call."""
         with self._starting:
             shared = self._shared_loop
-            if shared is None or shared.pid != _pid:  # none yet, or the parent's
+            if shared is None or shared.pid != _fork.pid:  # none yet, or the parent's
                 executor = AsyncToSync.context_to_thread_executor.get(self)
                 if executor is None:
                     executor = ThreadPoolExecutor(max_workers=1)
@@ -1162,7 +1091,7 @@ class AsyncToSync(Generic[_P, _R]):
     # created with a fresh one).
     loop_thread_executors: ClassVar[
         dict[asyncio.AbstractEventLoop, CurrentThreadExecutor]
-    ] = {}
+    ] = _outer_loop.loop_thread_executors
 
     async_single_thread_context: contextvars.ContextVar[AsyncSingleThreadContext] = (
         contextvars.ContextVar("async_single_thread_context")
@@ -1342,23 +1271,6 @@ class AsyncToSync(Generic[_P, _R]):
             call_result.set_exception(failure)
 
 
-def _caller_loop() -> asyncio.AbstractEventLoop | None:
-    """The loop whose sync_to_async call this thread is running, if any.
-
-    A loop inherited through fork() belongs to the parent process, and a
-    closed one (its caller gave up on this sync code, and the loop is gone)
-    can never run the coroutine: as upstream, the call then goes where a call
-    from a plain sync thread would. A loop that is only idle (between
-    ``run_until_complete`` calls) is kept: the call completes once the loop
-    runs again, and fails if the loop closes first.
-    """
-    state = SyncToAsync.threadlocal.__dict__
-    loop = state.get("main_event_loop")
-    if loop is None or state.get("main_event_loop_pid") != _pid or loop.is_closed():
-        return None
-    return loop
-
-
 # -- Functions ----------------------------------------------------------------------
 
 
@@ -1451,16 +1363,13 @@ _default_single_thread_executor = SyncToAsync.single_thread_executor
 
 def _reset_after_fork() -> None:
     """Give the child process fresh threads: none of the parent's survived."""
-    global _default_single_thread_executor, _pid
-    _pid = os.getpid()
+    global _default_single_thread_executor
     if SyncToAsync.single_thread_executor is _default_single_thread_executor:
         _default_single_thread_executor = ThreadPoolExecutor(max_workers=1)
         SyncToAsync.single_thread_executor = _default_single_thread_executor
     for context in list(SyncToAsync.context_to_thread_executor):
         if context._executor is None:
             SyncToAsync.context_to_thread_executor.pop(context, None)
-    AsyncToSync.loop_thread_executors.clear()
-    _waiting_on_loop.clear()
     AsyncToSync.context_to_thread_executor.clear()
 
 
