@@ -30,7 +30,7 @@ from asgiref.sync import (
 
 # asgire's own modules, used only by asgire_only tests (upstream lacks them).
 with contextlib.suppress(ImportError):
-    from asgiref._bridge import loop_inbox, loop_threads, waiter
+    from asgiref._bridge import fresh_loop, loop_inbox, loop_threads, waiter
 
 
 async def loop_and_thread() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
@@ -266,7 +266,7 @@ def test_a_loop_thread_keeps_its_selector_and_self_pipe_until_it_ends(
 ) -> None:
     cache = loop_threads.LoopThreads()
     cache.idle_timeout = 1.0  # long enough for the second call on a slow machine
-    monkeypatch.setattr(sync, "_loop_threads", cache)
+    monkeypatch.setattr(fresh_loop, "loop_thread_cache", cache)
     wrapper = async_to_sync(loop_and_thread)
     first_loop, thread = wrapper()
     second_loop, same_thread = wrapper()

@@ -61,13 +61,13 @@ from ._bridge.context import raise_then_call as _raise_then_call
 from ._bridge.context import (
     restore_context_from_a_loop_thread as _restore_context_from_a_loop_thread,
 )
+from ._bridge.fresh_loop import run_on_loop_thread as _run_on_loop_thread
+from ._bridge.fresh_loop import wind_down as _wind_down
 from ._bridge.hooks import is_original as _is_original
 from ._bridge.hooks import plain_loop_method as _plain_loop_method
 from ._bridge.loop_inbox import call_soon_threadsafe as _call_soon_threadsafe
 from ._bridge.loop_inbox import inboxes as _inboxes
 from ._bridge.loop_inbox import open_inbox as _open_inbox
-from ._bridge.loop_threads import LoopThreadEventLoop as _LoopThreadEventLoop
-from ._bridge.loop_threads import loop_thread_cache as _loop_threads
 from ._bridge.outer_loop import caller_loop as _caller_loop
 from ._bridge.outer_loop import registered as _registered
 from ._bridge.outer_loop import start_task as _start_task
@@ -79,11 +79,8 @@ from ._compat import (
     COROUTINE_MARKER as _COROUTINE_MARKER,
 )
 from ._compat import (
-    KEPT_SELF_PIPE,
-    default_policy_loop_class,
     get_running_loop_or_none,
     running_loop,
-    shutdown_default_executor,
 )
 from .current_thread_executor import CurrentThreadExecutor
 from .local import _STATE as _LOCAL_STATE
@@ -881,147 +878,6 @@ class _SharedLoop:
             self.finished.result()
 
 
-async def _wind_down() -> None:
-    """Do what ``asyncio.run`` does before closing its loop, turn for turn:
-    cancel the tasks still running (other than this one) and wait for them,
-    then shut down async generators and the default executor.
-
-    ``asyncio.run`` takes each of those steps in a ``run_until_complete`` of
-    its own, which starts with a turn of the loop and stops after another.
-    Work queued meanwhile gets those turns: an async generator dropped by a
-    cancelled task closes in a task of its own, and its ``finally`` may
-    await. ``_turn`` gives it the same turns here.
-    """
-    loop = asyncio.get_running_loop()
-    tasks = _cancel_leftovers(loop, asyncio.current_task())
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
-        _report_leftover_failures(loop, tasks)
-    await _turn(loop)  # the turn the next run_until_complete starts with
-    await loop.shutdown_asyncgens()
-    await _turn(loop)  # the turn that run stops after
-    await _turn(loop)  # and the next one's first
-    await shutdown_default_executor(loop)
-
-
-def _cancel_leftovers(
-    loop: asyncio.AbstractEventLoop, spare: asyncio.Future[Any] | None = None
-) -> list[asyncio.Task[Any]]:
-    """Cancel every unfinished task of ``loop`` but ``spare``; return them."""
-    tasks = [task for task in asyncio.all_tasks(loop) if task is not spare]
-    for task in tasks:
-        task.cancel()
-    return tasks
-
-
-def _report_leftover_failures(
-    loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[Any]]
-) -> None:
-    """Report the cancelled leftovers that failed instead, as asyncio.run does."""
-    for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            loop.call_exception_handler(
-                {
-                    "message": "unhandled exception during asyncio.run() shutdown",
-                    "exception": task.exception(),
-                    "task": task,
-                }
-            )
-
-
-def _wind_down_after_escape(loop: asyncio.AbstractEventLoop) -> None:
-    """Clean up a fresh loop that something ended before its coroutine
-    finished (a KeyboardInterrupt or SystemExit from a task, or a
-    ``loop.stop()``), as ``asyncio.run`` does then: cancel and await every
-    task left, the coroutine's own included, then shut down async generators
-    and the default executor, each in a run of the loop of its own."""
-    # The coroutine's own task is among them, unless the loop was ended
-    # after it had finished.
-    tasks = _cancel_leftovers(loop)
-    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-    _report_leftover_failures(loop, tasks)
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.run_until_complete(shutdown_default_executor(loop))
-
-
-async def _then_wind_down(main: Awaitable[None]) -> None:
-    # main (main_wrap) reports whatever its coroutine raises, so it returns
-    # unless the loop is ended under it: _wind_down_after_escape cleans up
-    # then, with this task among those it cancels.
-    await main
-    # asyncio.run stops its loop once main is done, and the stop comes
-    # after the callbacks main's last step queued: an async generator
-    # dropped there queues its aclose() task that way. One turn of the
-    # loop lets them run before the leftover tasks are collected.
-    await _turn(asyncio.get_running_loop())
-    await _wind_down()
-
-
-async def _turn(loop: asyncio.AbstractEventLoop) -> None:
-    """Let ``loop`` take one turn, as ``asyncio.run`` would, if anything is
-    ready to run in it.
-
-    With nothing ready a turn would only poll for I/O and timers, which the
-    few microseconds a turn lasts almost never bring; skipping it saves a
-    fresh loop's call several of them. A loop without the stock loop's
-    ready queue always takes the turn.
-    """
-    if getattr(loop, "_ready", True):  # cpython-private: _ready
-        await asyncio.sleep(0)
-
-
-_stock_new_event_loop = asyncio.events.new_event_loop
-_stock_asyncio_run = asyncio.run
-
-
-def _new_event_loop() -> asyncio.AbstractEventLoop:
-    """What ``asyncio.run`` would start, ``asyncio.events.new_event_loop()``,
-    but on the calling loop thread's kept selector and self-pipe when that
-    would be the stock selector loop.
-
-    Any other policy (uvloop's, a test plugin's) or a patched
-    ``new_event_loop`` gets exactly the loop it makes.
-    """
-    if (
-        KEPT_SELF_PIPE
-        and asyncio.events.new_event_loop is _stock_new_event_loop
-        and default_policy_loop_class() is asyncio.SelectorEventLoop
-    ):
-        return _LoopThreadEventLoop(_loop_threads.loop_parts())
-    return asyncio.events.new_event_loop()
-
-
-def _run_in_fresh_loop(main: Coroutine[Any, Any, None]) -> None:
-    """``asyncio.run(main)``, in one pass of a new event loop.
-
-    ``asyncio.run`` starts its loop four times: for ``main``, to cancel the
-    tasks left over, to shut down async generators, and to shut down the
-    default executor. Each start and stop costs about as much as running a
-    small coroutine, so here ``main`` is followed by all of that in the same
-    pass. The effect is the same: what ``main``'s last step queued gets the
-    one turn of the loop that ``asyncio.run``'s stop gives it, then left-over
-    tasks are cancelled (before they get another step) and awaited, and the
-    loop is closed. Runs on a loop thread (see ``_new_event_loop``).
-
-    Where ``asyncio.run`` has been replaced (a test spy, nest_asyncio), the
-    replacement is called, as upstream calls it.
-    """
-    if asyncio.run is not _stock_asyncio_run:
-        asyncio.run(main)
-        return
-    loop = _new_event_loop()
-    try:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(_then_wind_down(main))
-        except BaseException:
-            _wind_down_after_escape(loop)
-            raise
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-
-
 class AsyncSingleThreadContext:
     """Run every ``async_to_sync`` call in the block on one thread and loop.
 
@@ -1168,7 +1024,7 @@ class AsyncToSync(Generic[_P, _R]):
                 call_result, sys.exc_info(), task_context, context, target
             )
             if main_loop is None:
-                self._run_in_fresh_loop(awaitable, current_executor, context[0])
+                _run_on_loop_thread(awaitable, current_executor, context[0])
             else:
                 if single is not None:
                     awaitable = _registered(awaitable, current_executor)
@@ -1200,34 +1056,6 @@ class AsyncToSync(Generic[_P, _R]):
                 _restore_context(context[0])
             self.executors.current = old_executor
         return call_result.result()
-
-    @staticmethod
-    def _run_in_fresh_loop(
-        awaitable: Coroutine[Any, Any, None],
-        executor: CurrentThreadExecutor,
-        context: contextvars.Context,
-    ) -> None:
-        """Run ``awaitable`` in a new event loop on a loop thread, running the
-        work it sends back to this thread until that loop has closed."""
-        finished: _Outcome[None] = _Outcome(executor._finish)
-        tag = _affinity.tag
-
-        def run_loop() -> Callable[[], object]:
-            own_tag = _affinity.tag
-            _affinity.tag = tag
-            try:
-                # Started in the caller's context, the task needs no context
-                # variables copied into it one by one.
-                context.run(_run_in_fresh_loop, _registered(awaitable, executor))
-            except BaseException as exc:
-                return functools.partial(finished.set_exception, exc)
-            finally:
-                _affinity.tag = own_tag
-            return functools.partial(finished.set_result, None)
-
-        _loop_threads.run(run_loop)
-        executor._run_until_finished()
-        finished.result()
 
     def __get__(self, parent: Any, objtype: Any) -> Callable[_P, _R]:
         """Bind like a method: ``instance.attribute(...)`` passes ``instance``."""
