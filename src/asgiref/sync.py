@@ -21,7 +21,6 @@ crossing adds as little as possible to that:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import inspect
@@ -62,7 +61,6 @@ from ._bridge.context import (
     restore_context_from_a_loop_thread as _restore_context_from_a_loop_thread,
 )
 from ._bridge.fresh_loop import run_on_loop_thread as _run_on_loop_thread
-from ._bridge.fresh_loop import wind_down as _wind_down
 from ._bridge.hooks import is_original as _is_original
 from ._bridge.hooks import plain_loop_method as _plain_loop_method
 from ._bridge.loop_inbox import call_soon_threadsafe as _call_soon_threadsafe
@@ -73,6 +71,7 @@ from ._bridge.outer_loop import registered as _registered
 from ._bridge.outer_loop import start_task as _start_task
 from ._bridge.pool import queue_on_pool as _queue_on_pool
 from ._bridge.pool import retire as _retire
+from ._bridge.shared_loop import SharedLoop as _SharedLoop
 from ._bridge.waiter import Outcome as _Outcome
 from ._bridge.waiter import Waiter as _Waiter
 from ._compat import (
@@ -837,45 +836,6 @@ _BASE_THREAD_HANDLER = SyncToAsync.thread_handler
 
 
 # -- async_to_sync ----------------------------------------------------------------
-
-
-class _SharedLoop:
-    """The one event loop an ``AsyncSingleThreadContext`` runs every call in.
-
-    It runs on the context's one-thread executor, from the first
-    ``async_to_sync`` call in the context until the context exits (or is
-    garbage collected), then closes as ``asyncio.run`` would close it.
-    """
-
-    def __init__(self, executor: ThreadPoolExecutor, tag: object) -> None:
-        ready: Future[tuple[asyncio.AbstractEventLoop, int]] = Future()
-        self.pid = _fork.pid
-        self.tag = tag  # the affinity its thread holds for good
-        self.finished = executor.submit(self._serve, ready, tag)
-        self.loop, self.thread_id = ready.result()
-
-    @staticmethod
-    def _serve(
-        ready: Future[tuple[asyncio.AbstractEventLoop, int]], tag: object
-    ) -> None:
-        _affinity.tag = tag
-        loop = asyncio.events.new_event_loop()  # what asyncio.run would call
-        asyncio.set_event_loop(loop)
-        _open_inbox(loop)  # every call in the block posts to this loop
-        ready.set_result((loop, threading.get_ident()))
-        try:
-            loop.run_forever()
-            loop.run_until_complete(_wind_down())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    def stop(self) -> None:
-        """Stop and close the loop; waits for that unless called on its thread."""
-        with contextlib.suppress(RuntimeError):  # raised when already closed
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        if threading.get_ident() != self.thread_id:
-            self.finished.result()
 
 
 class AsyncSingleThreadContext:
