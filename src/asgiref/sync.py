@@ -42,14 +42,13 @@ from typing import (  # noqa: UP035
     Dict,
     Generic,
     List,
-    NoReturn,
     Optional,
     ParamSpec,
     TypeVar,
     overload,
 )
 
-from . import _compat, current_thread_executor
+from . import _compat
 from ._bridge import fork as _fork
 from ._bridge import hooks as _hooks
 from ._bridge import outer_loop as _outer_loop
@@ -61,17 +60,14 @@ from ._bridge.context import (
     restore_context_from_a_loop_thread as _restore_context_from_a_loop_thread,
 )
 from ._bridge.fresh_loop import run_on_loop_thread as _run_on_loop_thread
-from ._bridge.hooks import is_original as _is_original
-from ._bridge.hooks import plain_loop_method as _plain_loop_method
 from ._bridge.loop_inbox import call_soon_threadsafe as _call_soon_threadsafe
-from ._bridge.loop_inbox import inboxes as _inboxes
-from ._bridge.loop_inbox import open_inbox as _open_inbox
 from ._bridge.outer_loop import caller_loop as _caller_loop
 from ._bridge.outer_loop import registered as _registered
 from ._bridge.outer_loop import start_task as _start_task
-from ._bridge.pool import queue_on_pool as _queue_on_pool
 from ._bridge.pool import retire as _retire
 from ._bridge.shared_loop import SharedLoop as _SharedLoop
+from ._bridge.sync_call import SyncCall as _SyncCall
+from ._bridge.sync_call import start as _start
 from ._bridge.waiter import Outcome as _Outcome
 from ._bridge.waiter import Waiter as _Waiter
 from ._compat import (
@@ -207,317 +203,6 @@ def _restore_context(context: contextvars.Context) -> None:
     """
     _merge_context(context)
     _adopt_local_data()
-
-
-# -- Handing work to executors --------------------------------------------------
-#
-# A ThreadPoolExecutor's workers run any queued object that has a run()
-# method (and, on 3.14, accept an argument). Queuing our own call object
-# skips submit()'s Future, and our call reports its outcome to the event loop
-# itself. This is done only for the exact stdlib class with the stdlib
-# submit(): subclasses and instrumented executors go through submit().
-#
-# Upstream hands every call to loop.run_in_executor(), which calls the
-# executor's submit(); tools replace either one, on the class or on the
-# object, to record, time or trace the work. Queuing directly skips both, so
-# it is done only while both are the originals: a plain function compiled
-# from the defining module's own source file, or a method of an extension
-# loop class such as uvloop's. A replacement or a wrapper (wrapt's, or one
-# made with functools.wraps) is not one, whether it was installed before
-# asgiref was imported or after.
-
-
-class _SyncCall:
-    """One ``sync_to_async`` call on its way through an executor.
-
-    Every call runs as upstream runs it, through
-    ``thread_handler(loop, exc_info, task_context, func, child)``, so that
-    subclasses and instrumentation overriding that method see each call, and
-    tools looking for its frame on the worker thread's stack find it. It gets
-    to the worker in one of two ways:
-
-    - Queued directly (``_start``'s fast paths): the worker calls ``run()``,
-      and the outcome comes back through ``_call_soon_threadsafe`` and
-      ends the wait on ``waiter`` (a ``_Waiter``), which the calling task
-      awaits.
-    - Otherwise as upstream hands it over, a ``functools.partial`` of
-      ``thread_handler`` (``job()``) given to ``loop.run_in_executor()`` or,
-      when only the executor is not the stdlib's, to its ``submit()``. The
-      job reports as ``run()`` does; the future only tells of a job that
-      never ran (``job_done``).
-
-    The outcome lives here rather than in the waiter, so that the caller can
-    stop waiting (cancellation) and still collect it later.
-    """
-
-    __slots__ = (
-        "affinity",
-        "args",
-        "exception",
-        "func",
-        "handler",
-        "kwargs",
-        "loop",
-        "ok",
-        "owner",
-        "result",
-        "run_in_context",
-        "settled",
-        "task_context",
-        "unclaimed",
-        "waiter",
-    )
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        owner: SyncToAsync[..., Any],
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        run_in_context: Callable[..., Any],
-        exception: BaseException | None,
-        handler: Callable[..., Any] | None,
-    ) -> None:
-        self.loop = loop
-        self.owner = owner
-        # None: SyncToAsync's own thread_handler, called unbound.
-        self.handler = handler
-        self.func = func
-        self.args = args
-        self.kwargs = kwargs
-        # What thread_handler gets as ``func``: the call's Context.run, or a
-        # stand-in for it (_given_context_runner).
-        self.run_in_context = run_in_context
-        self.exception = exception
-        self.affinity = _affinity.tag
-        self.task_context: list[asyncio.Task[Any]] = []
-        self.waiter = _Waiter(loop)
-        self.settled = False
-        self.ok = False
-        self.result: Any = None
-        # Whoever pops the one element first owns the call: the worker, to run
-        # it, or the caller, to cancel it before it starts. list.pop() is
-        # atomic, on free-threaded builds too.
-        self.unclaimed = [None]
-
-    @property
-    def future(self) -> _SyncCall:
-        # ThreadPoolExecutor.shutdown(cancel_futures=True) and a broken pool
-        # reach queued items through ``item.future``.
-        return self
-
-    def cancel(self) -> bool:
-        """Stop the call from starting; False if a worker already took it."""
-        return self._fail_unless_started(asyncio.CancelledError())
-
-    def set_exception(self, exception: BaseException) -> None:
-        """A pool that broke before running the call reports it here."""
-        self._fail_unless_started(exception)
-
-    def _fail_unless_started(self, exception: BaseException) -> bool:
-        if not self._claim():
-            return False  # a worker has it
-        self._report(False, exception)
-        return True
-
-    def _claim(self) -> bool:
-        """Take the call to run it; False if it was cancelled before it started."""
-        try:
-            self.unclaimed.pop()
-        except IndexError:
-            return False
-        return True
-
-    def _handler(self) -> Callable[..., Any]:
-        """The ``thread_handler`` to call: an override or a wrapper of it, or
-        SyncToAsync's own, bound to the wrapper making the call."""
-        handler = self.handler
-        return _BASE_THREAD_HANDLER.__get__(self.owner) if handler is None else handler
-
-    def _handler_arguments(
-        self,
-    ) -> tuple[
-        asyncio.AbstractEventLoop,
-        tuple[Any, Any, Any],
-        list[asyncio.Task[Any]],
-        Callable[..., Any],
-        functools.partial[Any],
-    ]:
-        """``thread_handler``'s arguments. The call's own are bound in
-        ``child``, so that none can clash with ``thread_handler``'s names."""
-        child = functools.partial(self.func, *self.args, **self.kwargs)
-        return (
-            self.loop,
-            self._exc_info(),
-            self.task_context,
-            self.run_in_context,
-            child,
-        )
-
-    def _exc_info(self) -> tuple[Any, Any, Any]:
-        exception = self.exception
-        if exception is None:
-            return _NO_EXC_INFO
-        return type(exception), exception, exception.__traceback__
-
-    def _outcome(
-        self, handler: Callable[..., Any], arguments: tuple[Any, ...]
-    ) -> tuple[bool, Any]:
-        """Call ``handler(*arguments)`` on this (worker) thread, on the
-        caller's behalf; return whether it returned, and what it returned or
-        raised."""
-        __traceback_hide__ = True  # noqa: F841
-        # thread_handler leaves the loop in the thread-local for async_to_sync
-        # inside the function. Restoring what was there before (an outer call
-        # on the same thread, or nothing) means a later, unrelated use of
-        # this thread does not find a stale loop there.
-        state = SyncToAsync.threadlocal.__dict__
-        nested = state.copy() if state else None
-        own_tag = _affinity.tag
-        _affinity.tag = self.affinity
-        try:
-            return True, handler(*arguments)
-        except BaseException as exc:
-            return False, exc
-        finally:
-            _affinity.tag = own_tag
-            state.clear()
-            if nested:
-                state.update(nested)
-
-    def run(self, *_: object) -> None:
-        """Run the call on this (worker) thread and report its outcome."""
-        __traceback_hide__ = True  # noqa: F841
-        if not self._claim():
-            return
-        if self.handler is None and not self.kwargs:
-            # SyncToAsync's own handler, given positional arguments only: none
-            # can clash with its names, so they go to it without a child
-            # partial (a few hundred nanoseconds of every crossing).
-            handler: Callable[..., Any] = _BASE_THREAD_HANDLER
-            arguments = (
-                self.owner,
-                self.loop,
-                self._exc_info(),
-                self.task_context,
-                self.run_in_context,
-                self.func,
-                *self.args,
-            )
-        else:
-            handler, arguments = self._handler(), self._handler_arguments()
-        self._report(*self._outcome(handler, arguments))
-
-    def job(self) -> _ThreadHandlerJob:
-        """What upstream hands to ``loop.run_in_executor()``: ``thread_handler``
-        bound to its arguments."""
-        job = _ThreadHandlerJob(self._handler(), *self._handler_arguments())
-        job.call = self
-        return job
-
-    def job_done(self, future: Future[Any] | asyncio.Future[Any]) -> None:
-        """Done-callback of the future ``job()`` went into, on any thread: a
-        job that ran has reported already; report one the executor dropped
-        without running it (cancelled, or its pool broke)."""
-        if future.cancelled():
-            self._fail_unless_started(asyncio.CancelledError())
-        elif (exception := future.exception()) is not None:
-            self._fail_unless_started(exception)
-
-    def _report(self, ok: bool, result: Any) -> None:
-        try:  # noqa: SIM105  # contextlib.suppress() costs more on this hot path
-            _call_soon_threadsafe(self.loop, self._settle, ok, result)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is left waiting for this
-
-    def _settle(self, ok: bool, result: Any) -> None:
-        self.settled = True
-        self.ok = ok
-        self.result = result
-        self.waiter.wake()
-
-    def raise_exception(self) -> NoReturn:
-        """Raise the exception a settled call failed with."""
-        __traceback_hide__ = True  # noqa: F841
-        exception = self.result
-        self.result = None  # no reference cycle through the traceback
-        try:
-            raise exception
-        finally:
-            del exception
-
-
-class _ThreadHandlerJob(functools.partial[Any]):
-    """``thread_handler`` bound to one call's arguments, as upstream hands it
-    to ``loop.run_in_executor()`` (tools recognise it by that shape). Calling
-    it runs the call as ``_SyncCall.run`` does, but returns or raises the
-    outcome, for the executor's future to carry."""
-
-    __slots__ = ("call",)
-    call: _SyncCall
-
-    def __call__(self, /, *args: Any) -> Any:
-        __traceback_hide__ = True  # noqa: F841
-        call = self.call
-        if not call._claim():
-            raise asyncio.CancelledError  # cancelled before it started
-        ok, result = call._outcome(super().__call__, args)
-        # Report at once, as run() does: the executor's future would reach
-        # the loop a turn later.
-        call._report(ok, result)
-        if ok:
-            return result
-        if isinstance(result, StopIteration):
-            # An asyncio future cannot hold StopIteration, and the caller
-            # would wait forever. This is what run()'s report becomes in the
-            # caller's coroutine.
-            raise RuntimeError("coroutine raised StopIteration") from result
-        try:
-            raise result
-        finally:
-            del result  # no reference cycle through the traceback
-
-
-_NO_EXC_INFO = (None, None, None)
-_CURRENT_THREAD_EXECUTOR_FILE = current_thread_executor.__file__
-
-
-def _start(
-    call: _SyncCall, executor: Executor | None, loop: asyncio.AbstractEventLoop
-) -> None:
-    """Hand ``call`` to ``executor`` (None: the loop's default executor):
-    directly where nothing is hooked (see above), else as upstream does."""
-    if id(loop) not in _inboxes:
-        _open_inbox(loop)
-    if _plain_loop_method(loop, "run_in_executor"):
-        if type(executor) is CurrentThreadExecutor:
-            if _is_original(
-                CurrentThreadExecutor.submit, _CURRENT_THREAD_EXECUTOR_FILE
-            ) and "submit" not in vars(executor):
-                if executor._work_thread is threading.current_thread():
-                    # The check submit() makes: that thread is busy running
-                    # this very loop, so the call would wait forever.
-                    raise RuntimeError(current_thread_executor._OWN_THREAD)
-                executor._enqueue(call)
-                return
-        elif executor is None:
-            # cpython-private: _default_executor, _executor_shutdown_called
-            default = getattr(loop, "_default_executor", None)
-            if (
-                type(default) is ThreadPoolExecutor
-                and not getattr(loop, "_executor_shutdown_called", True)
-                and _queue_on_pool(default, call)
-            ):
-                return
-        elif type(executor) is ThreadPoolExecutor and _queue_on_pool(executor, call):
-            return
-        if executor is not None:
-            # What run_in_executor() would do, without wrapping the future
-            # in an asyncio one that nobody awaits.
-            executor.submit(call.job()).add_done_callback(call.job_done)
-            return
-    loop.run_in_executor(executor, call.job()).add_done_callback(call.job_done)
 
 
 def _check_executor(executor: object) -> None:
