@@ -1,21 +1,30 @@
 """Bridges between sync and async code: ``sync_to_async`` and ``async_to_sync``.
 
-A crossing in either direction is a thread hop, so its cost is mostly what it
-takes to wake one thread from another. Everything here is arranged so that a
-crossing adds as little as possible to that:
+This module holds what user code sees, in upstream's order: the helpers for
+coroutine functions, the two context managers, ``AsyncToSync``,
+``SyncToAsync`` and the two functions. What makes a crossing cheap lives in
+``asgiref._bridge``, one mechanism per module, each opening with what it
+guarantees and what it relies on (the README's "Code map" lists them).
 
-- ``sync_to_async`` hands the executor a small ``_SyncCall`` and the worker
-  posts the outcome straight back to the event loop (through the loop's
-  inbox, an eventfd, where it has one). For the executors it knows (the stdlib
-  ``ThreadPoolExecutor`` and ``CurrentThreadExecutor``) it queues the call
-  directly instead of going through ``submit()``, which saves building a
-  ``concurrent.futures.Future`` and wrapping it in an ``asyncio`` one.
-- Context variables are copied to the worker and merged back by identity
-  (``_merge_context``), one variable at a time, never by comparing values.
-- ``async_to_sync`` from a plain sync thread still gets a fresh event loop per
-  call, as upstream promises, but the thread that runs the loop comes from a
-  cache of idle threads instead of being started for every call, and the loop
-  borrows that thread's selector and self-pipe instead of opening its own.
+What a crossing guarantees, as upstream's does:
+
+- ``await sync_to_async(f)(...)`` runs ``f`` on a worker thread (chosen as
+  ``SyncToAsync`` describes), in a copy of the caller's context, with the
+  caller's exception being handled; the caller then sees the context
+  variables ``f`` set, and gets its result or exception. Cancelling the
+  caller abandons a call that has not started.
+- ``async_to_sync(f)(...)`` runs ``f``'s coroutine on the event loop of the
+  ``sync_to_async`` call the thread is running, else on the enclosing
+  ``AsyncSingleThreadContext``'s loop, else on a new loop; meanwhile the
+  calling thread runs the thread-sensitive sync code the coroutine sends
+  back to it, so sync code keeps to one thread however deeply calls nest.
+- ``Local`` data is shared between the caller and the code a crossing runs
+  on its behalf, in either direction.
+
+What it relies on: the mechanisms fall back to upstream's own paths
+(``loop.run_in_executor``, ``executor.submit``, ``call_soon_threadsafe``,
+``asyncio.run``) wherever a tool has replaced one of those, and wherever a
+capability of the running Python is missing (``asgiref._compat``).
 """
 
 from __future__ import annotations
@@ -70,19 +79,16 @@ from ._bridge.sync_call import SyncCall as _SyncCall
 from ._bridge.sync_call import start as _start
 from ._bridge.waiter import Outcome as _Outcome
 from ._bridge.waiter import Waiter as _Waiter
-from ._compat import (
-    COROUTINE_MARKER as _COROUTINE_MARKER,
-)
-from ._compat import (
-    get_running_loop_or_none,
-    running_loop,
-)
+from ._bridge.wrapping import copy_metadata as _copy_metadata
+from ._compat import get_running_loop_or_none as _get_running_loop
+from ._compat import running_loop as _running_loop
 from .current_thread_executor import CurrentThreadExecutor
 from .local import _STATE as _LOCAL_STATE
 from .local import Local, _affinity, _peek
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
+
 
 # What ``import *`` binds: upstream's names, as its module (which mostly has no
 # ``__all__``) binds them, imported modules and typing helpers included.
@@ -124,21 +130,30 @@ __all__ = [
     "weakref",
 ]
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 _MISSING: Any = object()
 
 
-# -- Recognising coroutine functions -------------------------------------------
+def _restore_context(context: contextvars.Context) -> None:
+    """Apply ``context``'s values to the current context, as a crossing does
+    when it returns, and make the ``Local`` data it then carries visible to
+    the current thread.
+
+    asgiref 3.13.0 defines this helper and code outside it imports it.
+    """
+    _merge_context(context)
+    _adopt_local_data()
+
+
+# -- Coroutine functions --------------------------------------------------------
 
 iscoroutinefunction = _compat.iscoroutinefunction
 markcoroutinefunction = _compat.markcoroutinefunction
 # What markcoroutinefunction() sets, to set it directly; None if not known.
-_MARKER_NAME, _MARKER_VALUE = _COROUTINE_MARKER or (None, None)
-
-
+_MARKER_NAME, _MARKER_VALUE = _compat.COROUTINE_MARKER or (None, None)
 _COROUTINE = inspect.CO_COROUTINE
 
 
@@ -158,51 +173,12 @@ def _is_async_callable(func: Any) -> bool:
     )
 
 
-# What functools.WRAPPER_ASSIGNMENTS adds to the four names every Python
-# version copies (__annotations__, __type_params__, __annotate__ by version).
-_FUNCTION_ASSIGNMENTS_BY_VERSION = tuple(
-    name
-    for name in functools.WRAPPER_ASSIGNMENTS
-    if name not in ("__module__", "__name__", "__qualname__", "__doc__")
-)
+# -- Executors ------------------------------------------------------------------
 
 
-def _copy_metadata(wrapper: object, wrapped: object) -> None:
-    """``functools.update_wrapper`` for instances, at a fraction of its cost."""
-    namespace = wrapper.__dict__
-    if type(wrapped) is FunctionType:
-        # The common case. A function has every attribute functools copies,
-        # so each is read without a default; the four every version copies
-        # are read by name, which saves most of the loop's cost.
-        namespace["__module__"] = wrapped.__module__
-        namespace["__name__"] = wrapped.__name__
-        namespace["__qualname__"] = wrapped.__qualname__
-        namespace["__doc__"] = wrapped.__doc__
-        for name in _FUNCTION_ASSIGNMENTS_BY_VERSION:
-            namespace[name] = getattr(wrapped, name)
-    else:
-        for name in functools.WRAPPER_ASSIGNMENTS:
-            value = getattr(wrapped, name, _MISSING)
-            if value is not _MISSING:
-                namespace[name] = value
-    extra = getattr(wrapped, "__dict__", None)
-    if extra:
-        namespace.update(extra)
-    namespace["__wrapped__"] = wrapped
-
-
-# -- Context variables ---------------------------------------------------------
-
-
-def _restore_context(context: contextvars.Context) -> None:
-    """Apply ``context``'s values to the current context, as a crossing does
-    when it returns, and make the ``Local`` data it then carries visible to
-    the current thread.
-
-    asgiref 3.13.0 defines this helper and code outside it imports it.
-    """
-    _merge_context(context)
-    _adopt_local_data()
+def _current_thread_executor() -> CurrentThreadExecutor | None:
+    """``AsyncToSync.executors.current``, without raising when unset."""
+    return _peek(AsyncToSync.executors, "current")
 
 
 def _check_executor(executor: object) -> None:
@@ -213,7 +189,57 @@ def _check_executor(executor: object) -> None:
         )
 
 
-# -- Thread-sensitive contexts ---------------------------------------------------
+# -- Context managers -----------------------------------------------------------
+
+
+class AsyncSingleThreadContext:
+    """Run every ``async_to_sync`` call in the block on one thread and loop.
+
+    ``with AsyncSingleThreadContext():`` keeps one event loop, on one thread,
+    for all ``async_to_sync`` calls made in the block from sync code, so that
+    objects bound to a loop (connection pools, clients) survive from one call
+    to the next. When the outermost block exits, tasks still running are
+    cancelled and awaited, async generators and the loop's default executor
+    are shut down, and the loop and its thread are closed. Nested blocks
+    share the outermost one's loop.
+    """
+
+    def __init__(self) -> None:
+        self.token: contextvars.Token[AsyncSingleThreadContext] | None = None
+        self._shared_loop: _SharedLoop | None = None
+        # Threads sharing the context may make its first call at once.
+        self._starting = threading.Lock()
+
+    def __enter__(self) -> AsyncSingleThreadContext:
+        if AsyncToSync.async_single_thread_context.get(None) is None:
+            self.token = AsyncToSync.async_single_thread_context.set(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.token is None:
+            return
+        if self._shared_loop is not None:
+            self._shared_loop.stop()
+            self._shared_loop = None
+        executor = AsyncToSync.context_to_thread_executor.pop(self, None)
+        if executor is not None:
+            executor.shutdown()
+        AsyncToSync.async_single_thread_context.reset(self.token)
+        self.token = None
+
+    def _loop(self) -> _SharedLoop:
+        """The block's loop, started by its first ``async_to_sync`` call."""
+        with self._starting:
+            shared = self._shared_loop
+            if shared is None or shared.pid != _fork.pid:  # none yet, or the parent's
+                executor = AsyncToSync.context_to_thread_executor.get(self)
+                if executor is None:
+                    executor = ThreadPoolExecutor(max_workers=1)
+                    AsyncToSync.context_to_thread_executor[self] = executor
+                shared = self._shared_loop = _SharedLoop(executor, _affinity.tag)
+                # A context dropped without exiting still closes its loop.
+                weakref.finalize(self, shared.stop)
+        return shared
 
 
 class ThreadSensitiveContext:
@@ -276,12 +302,181 @@ class ThreadSensitiveContext:
             await _retire(executor)
 
 
+# -- async_to_sync ----------------------------------------------------------------
+
+
+class AsyncToSync(Generic[_P, _R]):
+    """A sync callable that runs an async function and waits for its result.
+
+    Called from code that ``sync_to_async`` is running, the coroutine runs on
+    that caller's event loop. Otherwise it runs in a new event loop on another
+    thread (closed when the call returns), or on the shared loop of an
+    enclosing ``AsyncSingleThreadContext``. Meanwhile the calling thread runs
+    the thread-sensitive sync code the coroutine sends back to it, so sync
+    code keeps to one thread however deeply the calls nest.
+    """
+
+    # The CurrentThreadExecutor of the innermost sync frame that is waiting
+    # in async_to_sync, seen by the coroutines it runs (``current``).
+    executors: Local = Local()
+
+    # The same, by event loop, for code that lost the context (such as a task
+    # created with a fresh one).
+    loop_thread_executors: ClassVar[
+        dict[asyncio.AbstractEventLoop, CurrentThreadExecutor]
+    ] = _outer_loop.loop_thread_executors
+
+    async_single_thread_context: contextvars.ContextVar[AsyncSingleThreadContext] = (
+        contextvars.ContextVar("async_single_thread_context")
+    )
+
+    # Each AsyncSingleThreadContext's one-thread executor.
+    context_to_thread_executor: ClassVar[
+        weakref.WeakKeyDictionary[AsyncSingleThreadContext, ThreadPoolExecutor]
+    ] = weakref.WeakKeyDictionary()
+
+    def __init__(
+        self,
+        awaitable: Callable[_P, Coroutine[Any, Any, _R]] | Callable[_P, Awaitable[_R]],
+        force_new_loop: bool = False,
+    ) -> None:
+        if not callable(awaitable) or not _is_async_callable(awaitable):
+            # Many awaitable-returning callables aren't coroutine functions
+            # (functools.partial of one, say), so this can only be a hint.
+            warnings.warn(
+                "async_to_sync was passed a non-async-marked callable", stacklevel=2
+            )
+        self.awaitable = awaitable
+        owner = getattr(awaitable, "__self__", _MISSING)
+        if owner is not _MISSING:
+            self.__self__ = owner
+        self.force_new_loop = force_new_loop
+
+    def __call__(self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        __traceback_hide__ = True  # noqa: F841
+        main_loop = None if self.force_new_loop else _caller_loop()
+        if _get_running_loop() is not None:
+            raise RuntimeError(
+                "You cannot use AsyncToSync in the same thread as an async event "
+                "loop - just await the async function directly."
+            )
+        if not callable(self.awaitable):
+            raise TypeError(
+                f"async_to_sync needs an async function, not {self.awaitable!r}"
+            )
+
+        single = None
+        # The affinity tag the coroutine's thread holds, when it is not this
+        # thread's: a shared loop's thread keeps the tag of the thread that
+        # started it (see asgiref.local).
+        foreign_tag = None
+        if main_loop is None:
+            single = self.async_single_thread_context.get(None)
+            if single is not None:
+                shared = single._loop()
+                main_loop = shared.loop
+                if shared.tag is not _affinity.tag:
+                    foreign_tag = shared.tag
+        _adopt_local_data()  # before executors.current replaces foreign data
+        old_executor = _current_thread_executor()
+        current_executor = CurrentThreadExecutor(old_executor)
+        # On a loop that is already running, the coroutine's report is what
+        # ends the wait; a fresh loop is waited for until it has closed.
+        call_result: _Outcome[_R] = _Outcome(
+            None if main_loop is None else current_executor._finish
+        )
+        self.executors.current = current_executor
+        context = [contextvars.copy_context()]
+        if foreign_tag is not None:
+            # Hand this thread's Local data to the coroutine's thread, and
+            # take back what the coroutine leaves (in the finally below).
+            context[0].run(_adopt_local_data, foreign_tag)
+        task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
+        try:
+            target = self.awaitable(*args, **kwargs)
+            hook = _hooks.trace_hook
+            if hook is not None:
+                target = hook("async_to_sync", self.awaitable, target, None)
+            awaitable = self.main_wrap(
+                call_result, sys.exc_info(), task_context, context, target
+            )
+            if main_loop is None:
+                _run_on_loop_thread(awaitable, current_executor, context[0])
+            else:
+                if single is not None:
+                    awaitable = _registered(awaitable, current_executor)
+                # Created in the caller's context, the task starts with a
+                # copy of it, so main_wrap finds nothing to merge one by one.
+                _call_soon_threadsafe(
+                    main_loop,
+                    context[0].run,
+                    _start_task,
+                    main_loop,
+                    awaitable,
+                    call_result,
+                )
+                # A loop that closes with the call's task unfinished (or not
+                # yet created) never reports; waiting on would block this
+                # thread, and the executor it belongs to, for good.
+                if not current_executor._run_until_finished(main_loop.is_closed):
+                    call_result.fail_unreported(
+                        RuntimeError(
+                            "The event loop running the coroutine passed to "
+                            "async_to_sync closed before the coroutine finished"
+                        )
+                    )
+        finally:
+            # What the coroutine's thread left is this thread's again.
+            if main_loop is None:
+                _restore_context_from_a_loop_thread(context[0])
+            else:
+                _restore_context(context[0])
+            self.executors.current = old_executor
+        return call_result.result()
+
+    def __get__(self, parent: Any, objtype: Any) -> Callable[_P, _R]:
+        """Bind like a method: ``instance.attribute(...)`` passes ``instance``."""
+        bound = functools.partial(self.__call__, parent)
+        return functools.update_wrapper(bound, self.awaitable)  # type: ignore[return-value]
+
+    async def main_wrap(
+        self,
+        call_result: _Outcome[_R],
+        exc_info: OptExcInfo,
+        task_context: list[asyncio.Task[Any]] | None,
+        context: list[contextvars.Context],
+        awaitable: Coroutine[Any, Any, _R] | Awaitable[_R],
+    ) -> None:
+        """Await ``awaitable`` in the caller's context; put its outcome in
+        ``call_result`` and the context it leaves in ``context[0]``."""
+        __traceback_hide__ = True  # noqa: F841
+        _merge_context(context[0])
+        task = asyncio.current_task()
+        if task is not None and task_context is not None:
+            task_context.append(task)
+        try:
+            if exc_info[1] is not None:
+                try:
+                    raise exc_info[1]
+                except BaseException:
+                    result = await awaitable
+            else:
+                result = await awaitable
+        except BaseException as exc:
+            failure: BaseException | None = exc
+        else:
+            failure = None
+        if task is not None and task_context is not None:
+            task_context.remove(task)
+        # Reporting wakes the caller, which then reads context[0]: set it first.
+        context[0] = contextvars.copy_context()
+        if failure is None:
+            call_result.set_result(result)
+        else:
+            call_result.set_exception(failure)
+
+
 # -- sync_to_async ----------------------------------------------------------------
-
-
-def _current_thread_executor() -> CurrentThreadExecutor | None:
-    """``AsyncToSync.executors.current``, without raising when unset."""
-    return _peek(AsyncToSync.executors, "current")
 
 
 class SyncToAsync(Generic[_P, _R]):
@@ -368,7 +563,7 @@ class SyncToAsync(Generic[_P, _R]):
 
     async def __call__(self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         __traceback_hide__ = True  # noqa: F841
-        loop = running_loop()
+        loop = _running_loop()
         if self._thread_sensitive:
             executor = self._thread_sensitive_executor(loop)
         else:
@@ -520,230 +715,6 @@ class SyncToAsync(Generic[_P, _R]):
 _BASE_THREAD_HANDLER = SyncToAsync.thread_handler
 
 
-# -- async_to_sync ----------------------------------------------------------------
-
-
-class AsyncSingleThreadContext:
-    """Run every ``async_to_sync`` call in the block on one thread and loop.
-
-    ``with AsyncSingleThreadContext():`` keeps one event loop, on one thread,
-    for all ``async_to_sync`` calls made in the block from sync code, so that
-    objects bound to a loop (connection pools, clients) survive from one call
-    to the next. When the outermost block exits, tasks still running are
-    cancelled and awaited, async generators and the loop's default executor
-    are shut down, and the loop and its thread are closed. Nested blocks
-    share the outermost one's loop.
-    """
-
-    def __init__(self) -> None:
-        self.token: contextvars.Token[AsyncSingleThreadContext] | None = None
-        self._shared_loop: _SharedLoop | None = None
-        # Threads sharing the context may make its first call at once.
-        self._starting = threading.Lock()
-
-    def __enter__(self) -> AsyncSingleThreadContext:
-        if AsyncToSync.async_single_thread_context.get(None) is None:
-            self.token = AsyncToSync.async_single_thread_context.set(self)
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self.token is None:
-            return
-        if self._shared_loop is not None:
-            self._shared_loop.stop()
-            self._shared_loop = None
-        executor = AsyncToSync.context_to_thread_executor.pop(self, None)
-        if executor is not None:
-            executor.shutdown()
-        AsyncToSync.async_single_thread_context.reset(self.token)
-        self.token = None
-
-    def _loop(self) -> _SharedLoop:
-        """The block's loop, started by its first ``async_to_sync`` call."""
-        with self._starting:
-            shared = self._shared_loop
-            if shared is None or shared.pid != _fork.pid:  # none yet, or the parent's
-                executor = AsyncToSync.context_to_thread_executor.get(self)
-                if executor is None:
-                    executor = ThreadPoolExecutor(max_workers=1)
-                    AsyncToSync.context_to_thread_executor[self] = executor
-                shared = self._shared_loop = _SharedLoop(executor, _affinity.tag)
-                # A context dropped without exiting still closes its loop.
-                weakref.finalize(self, shared.stop)
-        return shared
-
-
-class AsyncToSync(Generic[_P, _R]):
-    """A sync callable that runs an async function and waits for its result.
-
-    Called from code that ``sync_to_async`` is running, the coroutine runs on
-    that caller's event loop. Otherwise it runs in a new event loop on another
-    thread (closed when the call returns), or on the shared loop of an
-    enclosing ``AsyncSingleThreadContext``. Meanwhile the calling thread runs
-    the thread-sensitive sync code the coroutine sends back to it, so sync
-    code keeps to one thread however deeply the calls nest.
-    """
-
-    # The CurrentThreadExecutor of the innermost sync frame that is waiting
-    # in async_to_sync, seen by the coroutines it runs (``current``).
-    executors: Local = Local()
-
-    # The same, by event loop, for code that lost the context (such as a task
-    # created with a fresh one).
-    loop_thread_executors: ClassVar[
-        dict[asyncio.AbstractEventLoop, CurrentThreadExecutor]
-    ] = _outer_loop.loop_thread_executors
-
-    async_single_thread_context: contextvars.ContextVar[AsyncSingleThreadContext] = (
-        contextvars.ContextVar("async_single_thread_context")
-    )
-
-    # Each AsyncSingleThreadContext's one-thread executor.
-    context_to_thread_executor: ClassVar[
-        weakref.WeakKeyDictionary[AsyncSingleThreadContext, ThreadPoolExecutor]
-    ] = weakref.WeakKeyDictionary()
-
-    def __init__(
-        self,
-        awaitable: Callable[_P, Coroutine[Any, Any, _R]] | Callable[_P, Awaitable[_R]],
-        force_new_loop: bool = False,
-    ) -> None:
-        if not callable(awaitable) or not _is_async_callable(awaitable):
-            # Many awaitable-returning callables aren't coroutine functions
-            # (functools.partial of one, say), so this can only be a hint.
-            warnings.warn(
-                "async_to_sync was passed a non-async-marked callable", stacklevel=2
-            )
-        self.awaitable = awaitable
-        owner = getattr(awaitable, "__self__", _MISSING)
-        if owner is not _MISSING:
-            self.__self__ = owner
-        self.force_new_loop = force_new_loop
-
-    def __call__(self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        __traceback_hide__ = True  # noqa: F841
-        main_loop = None if self.force_new_loop else _caller_loop()
-        if get_running_loop_or_none() is not None:
-            raise RuntimeError(
-                "You cannot use AsyncToSync in the same thread as an async event "
-                "loop - just await the async function directly."
-            )
-        if not callable(self.awaitable):
-            raise TypeError(
-                f"async_to_sync needs an async function, not {self.awaitable!r}"
-            )
-
-        single = None
-        # The affinity tag the coroutine's thread holds, when it is not this
-        # thread's: a shared loop's thread keeps the tag of the thread that
-        # started it (see asgiref.local).
-        foreign_tag = None
-        if main_loop is None:
-            single = self.async_single_thread_context.get(None)
-            if single is not None:
-                shared = single._loop()
-                main_loop = shared.loop
-                if shared.tag is not _affinity.tag:
-                    foreign_tag = shared.tag
-        _adopt_local_data()  # before executors.current replaces foreign data
-        old_executor = _current_thread_executor()
-        current_executor = CurrentThreadExecutor(old_executor)
-        # On a loop that is already running, the coroutine's report is what
-        # ends the wait; a fresh loop is waited for until it has closed.
-        call_result: _Outcome[_R] = _Outcome(
-            None if main_loop is None else current_executor._finish
-        )
-        self.executors.current = current_executor
-        context = [contextvars.copy_context()]
-        if foreign_tag is not None:
-            # Hand this thread's Local data to the coroutine's thread, and
-            # take back what the coroutine leaves (in the finally below).
-            context[0].run(_adopt_local_data, foreign_tag)
-        task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
-        try:
-            target = self.awaitable(*args, **kwargs)
-            hook = _hooks.trace_hook
-            if hook is not None:
-                target = hook("async_to_sync", self.awaitable, target, None)
-            awaitable = self.main_wrap(
-                call_result, sys.exc_info(), task_context, context, target
-            )
-            if main_loop is None:
-                _run_on_loop_thread(awaitable, current_executor, context[0])
-            else:
-                if single is not None:
-                    awaitable = _registered(awaitable, current_executor)
-                # Created in the caller's context, the task starts with a
-                # copy of it, so main_wrap finds nothing to merge one by one.
-                _call_soon_threadsafe(
-                    main_loop,
-                    context[0].run,
-                    _start_task,
-                    main_loop,
-                    awaitable,
-                    call_result,
-                )
-                # A loop that closes with the call's task unfinished (or not
-                # yet created) never reports; waiting on would block this
-                # thread, and the executor it belongs to, for good.
-                if not current_executor._run_until_finished(main_loop.is_closed):
-                    call_result.fail_unreported(
-                        RuntimeError(
-                            "The event loop running the coroutine passed to "
-                            "async_to_sync closed before the coroutine finished"
-                        )
-                    )
-        finally:
-            # What the coroutine's thread left is this thread's again.
-            if main_loop is None:
-                _restore_context_from_a_loop_thread(context[0])
-            else:
-                _restore_context(context[0])
-            self.executors.current = old_executor
-        return call_result.result()
-
-    def __get__(self, parent: Any, objtype: Any) -> Callable[_P, _R]:
-        """Bind like a method: ``instance.attribute(...)`` passes ``instance``."""
-        bound = functools.partial(self.__call__, parent)
-        return functools.update_wrapper(bound, self.awaitable)  # type: ignore[return-value]
-
-    async def main_wrap(
-        self,
-        call_result: _Outcome[_R],
-        exc_info: OptExcInfo,
-        task_context: list[asyncio.Task[Any]] | None,
-        context: list[contextvars.Context],
-        awaitable: Coroutine[Any, Any, _R] | Awaitable[_R],
-    ) -> None:
-        """Await ``awaitable`` in the caller's context; put its outcome in
-        ``call_result`` and the context it leaves in ``context[0]``."""
-        __traceback_hide__ = True  # noqa: F841
-        _merge_context(context[0])
-        task = asyncio.current_task()
-        if task is not None and task_context is not None:
-            task_context.append(task)
-        try:
-            if exc_info[1] is not None:
-                try:
-                    raise exc_info[1]
-                except BaseException:
-                    result = await awaitable
-            else:
-                result = await awaitable
-        except BaseException as exc:
-            failure: BaseException | None = exc
-        else:
-            failure = None
-        if task is not None and task_context is not None:
-            task_context.remove(task)
-        # Reporting wakes the caller, which then reads context[0]: set it first.
-        context[0] = contextvars.copy_context()
-        if failure is None:
-            call_result.set_result(result)
-        else:
-            call_result.set_exception(failure)
-
-
 # -- Functions ----------------------------------------------------------------------
 
 
@@ -830,6 +801,7 @@ def sync_to_async(
 
 
 # -- fork() ---------------------------------------------------------------------------
+
 
 _default_single_thread_executor = SyncToAsync.single_thread_executor
 
