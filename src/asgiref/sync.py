@@ -415,9 +415,7 @@ class AsyncToSync(Generic[_P, _R]):
                     awaitable,
                     call_result,
                 )
-                # A loop that closes with the call's task unfinished (or not
-                # yet created) never reports; waiting on would block this
-                # thread, and the executor it belongs to, for good.
+                # Stop waiting once the loop has closed (see _bridge.waiter).
                 if not current_executor._run_until_finished(main_loop.is_closed):
                     call_result.fail_unreported(
                         RuntimeError(
@@ -793,8 +791,8 @@ def sync_to_async(
     Usable directly, ``sync_to_async(func)``, or as a decorator, with or
     without arguments.
     """
-    # Positional arguments: passing them by keyword costs a wrapper built
-    # inline a fifth of its price.
+    # Positional arguments: binding them by keyword costs more, and a wrapper
+    # built inline pays that on every call.
     if func is None:
         return lambda f: SyncToAsync(f, thread_sensitive, executor, context)
     return SyncToAsync(func, thread_sensitive, executor, context)
@@ -807,7 +805,8 @@ _default_single_thread_executor = SyncToAsync.single_thread_executor
 
 
 def _reset_after_fork() -> None:
-    """Give the child process fresh threads: none of the parent's survived."""
+    """Give the child process fresh threads for what this module keeps: none
+    of the parent's survived. (Each mechanism resets its own state.)"""
     global _default_single_thread_executor
     if SyncToAsync.single_thread_executor is _default_single_thread_executor:
         _default_single_thread_executor = ThreadPoolExecutor(max_workers=1)
@@ -818,5 +817,4 @@ def _reset_after_fork() -> None:
     AsyncToSync.context_to_thread_executor.clear()
 
 
-if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
-    os.register_at_fork(after_in_child=_reset_after_fork)
+_compat.after_fork_in_child(_reset_after_fork)

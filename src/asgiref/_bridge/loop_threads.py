@@ -1,9 +1,9 @@
 """The threads that run ``async_to_sync``'s fresh event loops, kept between calls.
 
-Starting a thread costs about as much as the rest of an ``async_to_sync``
-call from a plain sync thread, and a new selector event loop opens an epoll
-(or kqueue) descriptor and a socket pair for its self-pipe, which is about
-half of what a fresh loop costs. So both are kept.
+Starting a thread is a large part of what an ``async_to_sync`` call from a
+plain sync thread costs, and so is what a new selector event loop opens and
+closes again: an epoll (or kqueue) descriptor, and a socket pair for its
+self-pipe. So both are kept.
 
 Guarantees:
 

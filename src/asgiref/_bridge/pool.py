@@ -111,7 +111,7 @@ async def retire(executor: Executor) -> None:
             drained.set_result(None)
 
     def notify(_: object = None) -> None:
-        # A closed loop raises RuntimeError: nobody waits any more.
+        # A closed loop raises RuntimeError: nobody waits any more (see waiter).
         with contextlib.suppress(RuntimeError):
             call_soon_threadsafe(loop, report_drained)
 

@@ -219,8 +219,8 @@ class SyncCall:
             return
         if self.handler is None and not self.kwargs:
             # SyncToAsync's own handler, given positional arguments only: none
-            # can clash with its names, so they go to it without a child
-            # partial (a few hundred nanoseconds of every crossing).
+            # can clash with its names, so they go to it without building a
+            # child partial on every crossing.
             handler: Callable[..., Any] = type(self.owner).thread_handler
             arguments = (
                 self.owner,
@@ -255,7 +255,7 @@ class SyncCall:
         try:  # noqa: SIM105  # contextlib.suppress() costs more on this hot path
             call_soon_threadsafe(self.loop, self._settle, ok, result)
         except RuntimeError:
-            pass  # the loop is closed: nobody is left waiting for this
+            pass  # the loop is closed: the outcome is dropped (see waiter)
 
     def _settle(self, ok: bool, result: Any) -> None:
         self.settled = True

@@ -148,7 +148,8 @@ class Outcome(Generic[_R]):
     ``set_exception``, as into a ``concurrent.futures.Future``; reporting
     then calls ``on_done``, which ends the waiting thread's
     ``CurrentThreadExecutor`` loop. A Future would do the same through a
-    condition variable that nobody waits on, at several times the cost.
+    condition variable that nobody waits on, which costs more than the
+    rest of the report.
     """
 
     __slots__ = ("_failure", "_on_done", "_result", "reported", "task")
