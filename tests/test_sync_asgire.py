@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from asgiref import sync
 from asgiref.sync import (
     AsyncSingleThreadContext,
     SyncToAsync,
