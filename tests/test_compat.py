@@ -135,8 +135,8 @@ class _NoThreadId:
 
 
 def test_a_loop_class_without_thread_id_gets_no_cache() -> None:
-    assert not _compat.records_loop_thread(_NoThreadId)
-    assert not _compat.records_loop_thread(object)  # a slot wrapper, not code
+    assert not _compat.sets_attributes(_NoThreadId, "_thread_id")
+    assert not _compat.sets_attributes(object, "_thread_id")  # a slot wrapper
 
 
 def _sets(*attributes: tuple[str, object]) -> Callable[[Any], object]:
@@ -203,8 +203,8 @@ def test_the_pool_probe_needs_every_internal(module: Any, fits: bool) -> None:
 
 
 def test_a_loop_without_the_attributes_is_refused() -> None:
-    assert not _compat.loop_has_attributes(_NoThreadId, "_ready")
-    assert not _compat.loop_has_attributes(object, "_ready")
+    assert _compat.sets_attributes(_NoThreadId, "other")
+    assert not _compat.sets_attributes(_NoThreadId, "other", "_ready")
 
 
 class _OtherSelfPipe(asyncio.SelectorEventLoop):
@@ -324,3 +324,16 @@ def test_without_a_known_marker_wrappers_are_still_coroutine_functions(
     assert sync.async_to_sync(native)() == 2
     with pytest.raises(TypeError, match="only be applied to sync functions"):
         sync.sync_to_async(marked)
+
+
+async def test_without_eventfd_outcomes_come_back_through_call_soon_threadsafe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asgiref import sync
+    from asgiref._bridge import loop_inbox
+
+    monkeypatch.setattr(loop_inbox, "HAS_EVENTFD", False)
+    loop = asyncio.get_running_loop()
+    assert await sync.sync_to_async(abs)(-1) == 1
+    assert await sync.sync_to_async(abs, thread_sensitive=False)(-2) == 2
+    assert id(loop) not in loop_inbox.inboxes

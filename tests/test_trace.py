@@ -395,7 +395,7 @@ def test_a_recording_is_entered_once() -> None:
 
 
 def test_refuses_an_asgiref_without_the_hook(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trace, "_hooks", None)
+    monkeypatch.setitem(sys.modules, "asgiref._bridge.hooks", None)
     with pytest.raises(RuntimeError, match="asgire info"), Recording():
         pass
     monkeypatch.undo()

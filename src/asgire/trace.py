@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import importlib
 import inspect
 import logging
 import os
@@ -39,11 +40,6 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any, Literal, TextIO
-
-try:
-    from asgiref._bridge import hooks as _hooks
-except ImportError:  # an asgiref from another distribution
-    _hooks = None  # type: ignore[assignment]
 
 __all__ = [
     "Crossing",
@@ -178,16 +174,23 @@ _install_lock = threading.Lock()
 _installed = 0
 
 
-def _install() -> None:
-    global _installed
-    if _hooks is None:
+def _hooks() -> Any:
+    """asgiref's hook module, which only asgire's asgiref has."""
+    try:
+        return importlib.import_module("asgiref._bridge.hooks")
+    except ImportError:
         raise RuntimeError(
             "asgire.trace needs asgire's asgiref, but this asgiref was installed "
             "by another distribution; `python -m asgire info` shows how to fix it"
-        )
+        ) from None
+
+
+def _install() -> None:
+    global _installed
+    hooks = _hooks()
     with _install_lock:
         _installed += 1
-        _hooks.trace_hook = _hook
+        hooks.trace_hook = _hook
 
 
 def _uninstall() -> None:
@@ -195,7 +198,7 @@ def _uninstall() -> None:
     with _install_lock:
         _installed -= 1
         if not _installed:
-            _hooks.trace_hook = None  # ty: ignore[invalid-assignment]
+            _hooks().trace_hook = None
 
 
 def _hook(kind: Kind, func: Any, target: Any, thread_sensitive: bool | None) -> Any:

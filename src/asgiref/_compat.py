@@ -41,38 +41,32 @@ from typing import Any, TypeVar
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-# Each private name, and the capability that depends on it.
-PRIVATE_NAMES: dict[str, str] = {
-    "_get_running_loop": "get_running_loop_or_none",
-    "_thread_id": "RUNNING_LOOP_CACHE",
-    "_is_coroutine": "COROUTINE_MARKER",
-    "_is_coroutine_marker": "COROUTINE_MARKER",
-    "Py_TPFLAGS_IMMUTABLETYPE": "IMMUTABLE_TYPE_FLAG",
-    "_work_queue": "POOL_HAND_OFF",
-    "_shutdown_lock": "POOL_HAND_OFF",
-    "_shutdown": "POOL_HAND_OFF",
-    "_broken": "POOL_HAND_OFF",
-    "_threads": "POOL_HAND_OFF",
-    "_idle_semaphore": "POOL_HAND_OFF",
-    "_adjust_thread_count": "POOL_HAND_OFF",
-    "_max_workers": "POOL_HAND_OFF",
-    "_global_shutdown_lock": "POOL_HAND_OFF",
-    "_value": "POOL_HAND_OFF",
-    "_default_executor": "LOOP_DEFAULT_EXECUTOR",
-    "_executor_shutdown_called": "LOOP_DEFAULT_EXECUTOR",
-    "_ready": "LOOP_READY_QUEUE",
-    "_make_self_pipe": "KEPT_SELF_PIPE",
-    "_close_self_pipe": "KEPT_SELF_PIPE",
-    "_add_reader": "KEPT_SELF_PIPE",
-    "_read_from_self": "KEPT_SELF_PIPE",
-    "_ssock": "KEPT_SELF_PIPE",
-    "_csock": "KEPT_SELF_PIPE",
-    "_internal_fds": "KEPT_SELF_PIPE",
+# The private names each capability relies on; PRIVATE_NAMES inverts it.
+_PRIVATE_NAMES_BY_CAPABILITY = {
+    "get_running_loop_or_none": "_get_running_loop",
+    "RUNNING_LOOP_CACHE": "_thread_id",
+    "COROUTINE_MARKER": "_is_coroutine _is_coroutine_marker",
+    "IMMUTABLE_TYPE_FLAG": "Py_TPFLAGS_IMMUTABLETYPE",
+    "POOL_HAND_OFF": "_work_queue _shutdown_lock _shutdown _broken _threads _value"
+    " _idle_semaphore _adjust_thread_count _max_workers _global_shutdown_lock",
+    "LOOP_DEFAULT_EXECUTOR": "_default_executor _executor_shutdown_called",
+    "LOOP_READY_QUEUE": "_ready",
+    "KEPT_SELF_PIPE": "_make_self_pipe _close_self_pipe _add_reader _read_from_self"
+    " _ssock _csock _internal_fds",
     "THREAD_JOIN_TIMEOUT": "THREAD_JOIN_TIMEOUT",
-    "_get_event_loop_policy": "LOOP_POLICIES",
-    "_BaseDefaultEventLoopPolicy": "LOOP_POLICIES",
-    "_loop_factory": "LOOP_POLICIES",
+    "LOOP_POLICIES": "_get_event_loop_policy _BaseDefaultEventLoopPolicy _loop_factory",
 }
+PRIVATE_NAMES = {
+    name: capability
+    for capability, names in _PRIVATE_NAMES_BY_CAPABILITY.items()
+    for name in names.split()
+}
+
+
+def sets_attributes(cls: type, *names: str) -> bool:
+    """Whether ``cls``'s own constructor (Python code) sets each of ``names``."""
+    init = getattr(cls, "__init__", None)
+    return isinstance(init, FunctionType) and set(names) <= set(init.__code__.co_names)
 
 
 # -- The running loop ---------------------------------------------------------
@@ -105,15 +99,8 @@ get_running_loop_or_none: Callable[[], asyncio.AbstractEventLoop | None] = (
 #   with 3.11.
 
 
-def records_loop_thread(loop_class: type) -> bool:
-    """Whether ``loop_class``'s loops record their running thread in
-    ``_thread_id``, set when constructed."""
-    init = getattr(loop_class, "__init__", None)
-    return isinstance(init, FunctionType) and "_thread_id" in init.__code__.co_names
-
-
-RUNNING_LOOP_CACHE = sys.version_info < (3, 12) and records_loop_thread(
-    asyncio.base_events.BaseEventLoop
+RUNNING_LOOP_CACHE = sys.version_info < (3, 12) and sets_attributes(
+    asyncio.base_events.BaseEventLoop, "_thread_id"
 )
 
 
@@ -234,8 +221,8 @@ IMMUTABLE_TYPE_FLAG = immutable_type_flag()
 #   directly (asgiref._bridge.pool), skipping submit()'s Future: the pool has
 #   _work_queue, _shutdown_lock, _shutdown, _broken, _threads,
 #   _idle_semaphore (a threading.Semaphore, whose _value seeds the lighter
-#   count), _max_workers and _adjust_thread_count(), and the module _shutdown and
-#   _global_shutdown_lock; workers call item.run() (3.10-3.13) or
+#   count), _max_workers and _adjust_thread_count(), and the module _shutdown
+#   and _global_shutdown_lock; workers call item.run() (3.10-3.13) or
 #   item.run(ctx) (3.14). Fallback: submit(). Checked on 3.10-3.14; 3.15
 #   not yet, so it is off there. Can go: never (a speed mechanism), but
 #   each Python's pool must be checked.
@@ -243,7 +230,7 @@ IMMUTABLE_TYPE_FLAG = immutable_type_flag()
 # cpython-private: _work_queue, _shutdown_lock, _shutdown, _broken, _threads
 # cpython-private: _idle_semaphore, _adjust_thread_count, _max_workers
 # cpython-private: _global_shutdown_lock
-_POOL_ATTRIBUTES = (
+_POOL_ATTRIBUTES = [
     "_work_queue",
     "_shutdown_lock",
     "_shutdown",
@@ -252,7 +239,7 @@ _POOL_ATTRIBUTES = (
     "_idle_semaphore",
     "_adjust_thread_count",
     "_max_workers",
-)
+]
 
 
 def pool_has_internals(module: Any) -> bool:
@@ -283,25 +270,18 @@ POOL_HAND_OFF = pool_has_internals(_cf_thread) and sys.version_info < (3, 15)
 #   Checked on 3.10-3.15. Can go: never (a speed mechanism).
 
 
-def loop_has_attributes(loop_class: type, *names: str) -> bool:
-    """Whether ``loop_class``'s constructor sets each of ``names``."""
-    init = getattr(loop_class, "__init__", None)
-    return isinstance(init, FunctionType) and set(names) <= set(init.__code__.co_names)
-
-
 # cpython-private: _default_executor, _executor_shutdown_called, _ready
-LOOP_DEFAULT_EXECUTOR = loop_has_attributes(
+LOOP_DEFAULT_EXECUTOR = sets_attributes(
     asyncio.base_events.BaseEventLoop, "_default_executor", "_executor_shutdown_called"
 )
-LOOP_READY_QUEUE = loop_has_attributes(asyncio.base_events.BaseEventLoop, "_ready")
+LOOP_READY_QUEUE = sets_attributes(asyncio.base_events.BaseEventLoop, "_ready")
 
 # KEPT_SELF_PIPE: a selector loop makes its self-pipe in _make_self_pipe()
 #   (sockets _ssock and _csock, counted in _internal_fds, the reader added
 #   with _add_reader() to call _read_from_self()), called by its constructor,
 #   and closes it in _close_self_pipe(), called by close(); a selector key's
-#   data is the (reader, writer) pair of handles _add_reader() registers.
-#   A loop thread
-#   overrides both to keep one self-pipe for all its loops
+#   data is the (reader, writer) pair of handles _add_reader() registers. A
+#   loop thread overrides both to keep one self-pipe for all its loops
 #   (asgiref._bridge.loop_threads). Fallback: the stock loop from
 #   asyncio.events.new_event_loop(). Checked on 3.10-3.15. Can go: never (a
 #   speed mechanism).

@@ -178,14 +178,14 @@ def run_in_one_pass(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
         return
     loop = new_event_loop()
+    escaped = True  # until main and the wind-down have run to the end
     try:
         asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(_then_wind_down(main))
-        except BaseException:
-            _wind_down_after_escape(loop)
-            raise
+        loop.run_until_complete(_then_wind_down(main))
+        escaped = False
     finally:
+        if escaped:
+            _wind_down_after_escape(loop)
         asyncio.set_event_loop(None)
         loop.close()
 
