@@ -723,6 +723,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--rebuild", action="store_true", help="rebuild upstream's cached environment"
     )
     parser.add_argument(
+        "--upstream-python",
+        type=Path,
+        metavar="PATH",
+        help="interpreter of the baseline side instead of upstream 3.13.0's "
+        "cached environment: another checkout's, for an A/B of a change",
+    )
+    parser.add_argument(
         "--asgire-python",
         type=Path,
         default=Path(sys.executable),
@@ -778,7 +785,7 @@ def compare(args: argparse.Namespace) -> int:
     if args.pin is not None:
         pin(args.pin)
     pythons: dict[str, Path] = {
-        "upstream": upstream_python(args.rebuild),
+        "upstream": args.upstream_python or upstream_python(args.rebuild),
         "asgire": args.asgire_python,
     }
     aa = None if args.aa == "off" else args.aa
