@@ -610,6 +610,29 @@ def stability(rounds: list[Round], names: list[str], aa: str | None) -> str:
     )
 
 
+def describe_runs(runs: list[dict[str, Any]]) -> str:
+    """One line on where and how the saved ``runs`` were measured."""
+    how: dict[str, list[str]] = {}
+    for run in runs:
+        env = run["rounds"][0]["environment"]["asgire"]
+        pinned = run.get("pin")
+        where = f"pinned to CPU {pinned}" if pinned is not None else "unpinned"
+        settings = (
+            f"{len(run['rounds'])} rounds, {run.get('seconds', 1):g} s per "
+            f"workload and process, {where}"
+        )
+        python = f"{env['python_implementation']} {env['python']}"
+        how.setdefault(settings, []).append(python)
+    env = runs[0]["rounds"][0]["environment"]["asgire"]
+    parts = [f"{', '.join(pythons)}: {settings}" for settings, pythons in how.items()]
+    return (
+        f"{env['provider']} {env['provider_version']} vs asgiref "
+        f"{UPSTREAM_VERSION} on {env['os']}, {env['cpu']} ({env['cores']} "
+        f"cores). {'; '.join(parts)}. Ratio: asgire / upstream, median over "
+        "rounds (lower is better)."
+    )
+
+
 def render_versions(runs: list[dict[str, Any]]) -> str:
     """A Markdown table of several saved runs' ratios, a column per Python."""
     loaded = [(run, [_round_from_json(r) for r in run["rounds"]]) for run in runs]
@@ -751,6 +774,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.table:
             runs = [json.loads(p.read_text(encoding="utf-8")) for p in args.table]
+            print(describe_runs(runs))
+            print()
             print(render_versions(runs))
             return 0
         return compare(args)

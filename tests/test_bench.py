@@ -309,6 +309,15 @@ def test_compare_table_has_a_column_per_python(
     runs = []
     for python, asgire in (("3.11.7", 4e-6), ("3.15.2", 5e-6)):
         rounds = [_round(compare, s2a_sensitive=(10e-6, asgire, 10e-6))]
+        rounds[0].environment["asgire"] = {
+            "provider": "asgire",
+            "provider_version": "0.1.0",
+            "python_implementation": "CPython",
+            "python": python,
+            "os": "Linux x86_64",
+            "cpu": "a CPU",
+            "cores": 2,
+        }
         data = {
             "python": python,
             "names": ["s2a_sensitive"],
@@ -319,7 +328,9 @@ def test_compare_table_has_a_column_per_python(
         saved.write_text(json.dumps(data), encoding="utf-8")
         runs.append(saved)
     assert compare.main(["--table", *map(str, runs)]) == 0
-    table = capsys.readouterr().out.splitlines()
+    described, _, *table = capsys.readouterr().out.splitlines()
+    assert described.startswith("asgire 0.1.0 vs asgiref 3.13.0 on Linux x86_64")
+    assert "CPython 3.15.2: 1 rounds, 1 s per workload and process" in described
     assert table[0] == "| workload | target | Python 3.11.7 | Python 3.15.2 |"
     assert table[2] == "| `s2a_sensitive` | ≤ 0.45 | 0.40 | 0.50 FAIL |"
     assert table[-1].endswith(
