@@ -390,9 +390,24 @@ _POOL_INTERNALS = all(
     )
 ) and hasattr(_cf_thread, "_global_shutdown_lock")
 del _probe
-# Python 3.10-3.13 call item.run(), 3.14 item.run(ctx); later versions queue
-# other shapes, so there only submit() is used.
-_POOL_INTERNALS = _POOL_INTERNALS and sys.version_info < (3, 15)
+
+
+def _workers_call_run(module: Any) -> bool:
+    """Whether ``module``'s pool workers run each queued item by calling its
+    ``run`` method with positional arguments only (``item.run()`` up to 3.13,
+    ``item.run(ctx)`` from 3.14), which ``_SyncCall.run`` accepts, and mark
+    themselves idle through the pool's ``_idle_semaphore``."""
+    run = getattr(getattr(module, "_WorkItem", None), "run", None)
+    names = getattr(getattr(module, "_worker", None), "__code__", None)
+    return (
+        isinstance(run, FunctionType)
+        and not run.__code__.co_kwonlyargcount
+        and names is not None
+        and {"run", "_idle_semaphore"} <= set(names.co_names)
+    )
+
+
+_POOL_INTERNALS = _POOL_INTERNALS and _workers_call_run(_cf_thread)
 
 
 class _IdleCount:
