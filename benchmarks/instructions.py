@@ -207,6 +207,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rebuild", action="store_true", help="rebuild upstream's cached environment"
     )
+    parser.add_argument(
+        "--upstream-python",
+        type=Path,
+        metavar="PATH",
+        help="interpreter of the baseline side instead of upstream 3.13.0's "
+        "cached environment: another checkout's, for an A/B of a change",
+    )
     arguments = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (Debian: apt install valgrind)")
@@ -217,7 +224,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     pythons = {
-        "upstream": upstream_python(arguments.rebuild),
+        "upstream": arguments.upstream_python or upstream_python(arguments.rebuild),
         "asgire": Path(sys.executable),
     }
     total = 2 * len(arguments.names)

@@ -14,6 +14,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from concurrent.futures import thread as cf_thread
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -66,8 +67,8 @@ def test_extension_types_are_recognised_as_immutable() -> None:
 
 @pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's pool")
 def test_calls_can_be_queued_on_the_stdlib_pool() -> None:
-    # Not yet checked on 3.15: there the hand-off is off until it is.
-    assert _compat.POOL_HAND_OFF is (sys.version_info < (3, 15))
+    assert _compat.POOL_HAND_OFF
+    assert _compat.workers_call_run(cf_thread)
 
 
 def test_loops_keep_their_default_executor_and_ready_queue_where_expected() -> None:
@@ -249,6 +250,29 @@ def test_shutting_down_the_default_executor_is_bounded_as_asyncio_run_does() -> 
 
 # -- One home for versions and private names ----------------------------------
 
+# The private names each capability of _compat relies on.
+PRIVATE_NAMES_BY_CAPABILITY = {
+    "get_running_loop_or_none": "_get_running_loop",
+    "RUNNING_LOOP_CACHE": "_thread_id",
+    "COROUTINE_MARKER": "_is_coroutine _is_coroutine_marker",
+    "IMMUTABLE_TYPE_FLAG": "Py_TPFLAGS_IMMUTABLETYPE",
+    "POOL_HAND_OFF": "_work_queue _shutdown_lock _shutdown _broken _threads _value"
+    " _idle_semaphore _adjust_thread_count _max_workers _global_shutdown_lock"
+    " _WorkItem _worker",
+    "LOOP_DEFAULT_EXECUTOR": "_default_executor _executor_shutdown_called",
+    "LOOP_READY_QUEUE": "_ready",
+    "KEPT_SELF_PIPE": "_make_self_pipe _close_self_pipe _add_reader _read_from_self"
+    " _ssock _csock _internal_fds",
+    "THREAD_JOIN_TIMEOUT": "THREAD_JOIN_TIMEOUT",
+    "LOOP_POLICIES": "_get_event_loop_policy _BaseDefaultEventLoopPolicy _loop_factory",
+}
+PRIVATE_NAMES = {
+    name: capability
+    for capability, names in PRIVATE_NAMES_BY_CAPABILITY.items()
+    for name in names.split()
+}
+
+
 _MARK = re.compile(r"#\s*cpython-private:\s*([^#\n]*)")
 
 
@@ -270,8 +294,8 @@ def test_every_marked_private_name_is_registered_and_every_registered_one_used()
     None
 ):
     marked = _marked_names()
-    assert set(marked) == set(_compat.PRIVATE_NAMES)
-    for capability in set(_compat.PRIVATE_NAMES.values()):
+    assert set(marked) == set(PRIVATE_NAMES)
+    for capability in PRIVATE_NAMES_BY_CAPABILITY:
         assert hasattr(_compat, capability), capability
 
 

@@ -8,6 +8,7 @@ import contextlib
 import contextvars
 import gc
 import os
+import platform
 import re
 import sys
 import threading
@@ -15,6 +16,7 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,7 +31,8 @@ from asgiref.sync import (
 
 # asgire's own modules, used only by asgire_only tests (upstream lacks them).
 with contextlib.suppress(ImportError):
-    from asgiref._bridge import fresh_loop, loop_inbox, loop_threads, waiter
+    from asgiref import _compat
+    from asgiref._bridge import fresh_loop, loop_inbox, loop_threads, pool, waiter
 
 
 async def loop_and_thread() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
@@ -672,3 +675,60 @@ def test_a_freed_loop_releases_its_inbox() -> None:
         asyncio.run(cross())
 
     assert_leaves_no_inbox_open(crossed_loop, times=20)
+
+
+@pytest.mark.asgire_only
+@pytest.mark.skipif(
+    platform.python_implementation() != "CPython", reason="CPython's stdlib pool"
+)
+async def test_calls_go_straight_onto_the_stdlib_pool_on_this_python() -> None:
+    # The direct hand-off depends on the shape of concurrent.futures.thread;
+    # a CPython release that changes it must show here, not silently make
+    # every crossing take the slower submit() path.
+    assert _compat.POOL_HAND_OFF
+    call = sync_to_async(lambda: None, thread_sensitive=False)
+    await call()  # the first one makes the loop's default executor
+    await call()
+    loop: Any = asyncio.get_running_loop()
+    default = loop._default_executor
+    # Only the direct hand-off swaps in the lighter idle count.
+    assert type(default._idle_semaphore) is pool.IdleCount
+
+
+class _Item:
+    def run(self, ctx: object = None) -> None:
+        pass
+
+
+def _worker(executor: Any, queue: Any) -> None:
+    queue.get().run()
+    executor._idle_semaphore.release()
+
+
+def _worker_without_run(executor: Any, queue: Any) -> None:
+    fn, args = queue.get()
+    fn(*args)
+    executor._idle_semaphore.release()
+
+
+class _ItemWantingAKeyword:
+    def run(self, *, ctx: object) -> None:
+        pass
+
+
+@pytest.mark.asgire_only
+@pytest.mark.parametrize(
+    ("module", "fits"),
+    [
+        (SimpleNamespace(_WorkItem=_Item, _worker=_worker), True),
+        (SimpleNamespace(_WorkItem=_Item, _worker=_worker_without_run), False),
+        (SimpleNamespace(_WorkItem=_ItemWantingAKeyword, _worker=_worker), False),
+        (SimpleNamespace(_worker=_worker), False),
+        (SimpleNamespace(_WorkItem=_Item), False),
+    ],
+    ids=["fits", "worker-runs-tuples", "keyword-only-run", "no-item", "no-worker"],
+)
+def test_the_pool_probe_refuses_workers_of_another_shape(
+    module: SimpleNamespace, fits: bool
+) -> None:
+    assert _compat.workers_call_run(module) is fits

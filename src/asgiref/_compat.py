@@ -18,8 +18,8 @@ module of this package, so that ``asgiref.local`` and
 
 Marking: code that touches a private name of the standard library, here or
 elsewhere, carries (or is preceded by) a ``# cpython-private: NAME[, NAME...]``
-comment, and every name so marked is a key of ``PRIVATE_NAMES`` below, which
-says the capability it belongs to (the test checks both ways).
+comment; ``tests/test_compat.py`` lists each name with its capability, and
+fails on a marked name it does not list, or a listed one nobody marks.
 """
 
 from __future__ import annotations
@@ -40,27 +40,6 @@ from types import FunctionType
 from typing import Any, TypeVar
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-# The private names each capability relies on; PRIVATE_NAMES inverts it.
-_PRIVATE_NAMES_BY_CAPABILITY = {
-    "get_running_loop_or_none": "_get_running_loop",
-    "RUNNING_LOOP_CACHE": "_thread_id",
-    "COROUTINE_MARKER": "_is_coroutine _is_coroutine_marker",
-    "IMMUTABLE_TYPE_FLAG": "Py_TPFLAGS_IMMUTABLETYPE",
-    "POOL_HAND_OFF": "_work_queue _shutdown_lock _shutdown _broken _threads _value"
-    " _idle_semaphore _adjust_thread_count _max_workers _global_shutdown_lock",
-    "LOOP_DEFAULT_EXECUTOR": "_default_executor _executor_shutdown_called",
-    "LOOP_READY_QUEUE": "_ready",
-    "KEPT_SELF_PIPE": "_make_self_pipe _close_self_pipe _add_reader _read_from_self"
-    " _ssock _csock _internal_fds",
-    "THREAD_JOIN_TIMEOUT": "THREAD_JOIN_TIMEOUT",
-    "LOOP_POLICIES": "_get_event_loop_policy _BaseDefaultEventLoopPolicy _loop_factory",
-}
-PRIVATE_NAMES = {
-    name: capability
-    for capability, names in _PRIVATE_NAMES_BY_CAPABILITY.items()
-    for name in names.split()
-}
 
 
 def sets_attributes(cls: type, *names: str) -> bool:
@@ -222,10 +201,11 @@ IMMUTABLE_TYPE_FLAG = immutable_type_flag()
 #   _work_queue, _shutdown_lock, _shutdown, _broken, _threads,
 #   _idle_semaphore (a threading.Semaphore, whose _value seeds the lighter
 #   count), _max_workers and _adjust_thread_count(), and the module _shutdown
-#   and _global_shutdown_lock; workers call item.run() (3.10-3.13) or
-#   item.run(ctx) (3.14). Fallback: submit(). Checked on 3.10-3.14; 3.15
-#   not yet, so it is off there. Can go: never (a speed mechanism), but
-#   each Python's pool must be checked.
+#   and _global_shutdown_lock; its workers (_worker) call item.run() as
+#   _WorkItem.run is called, positionally (item.run() up to 3.13,
+#   item.run(ctx) from 3.14), and mark themselves idle through
+#   _idle_semaphore. Fallback: submit(). Checked on 3.10-3.15. Can go: never
+#   (a speed mechanism).
 
 # cpython-private: _work_queue, _shutdown_lock, _shutdown, _broken, _threads
 # cpython-private: _idle_semaphore, _adjust_thread_count, _max_workers
@@ -254,7 +234,23 @@ def pool_has_internals(module: Any) -> bool:
     )
 
 
-POOL_HAND_OFF = pool_has_internals(_cf_thread) and sys.version_info < (3, 15)
+# cpython-private: _WorkItem, _worker
+def workers_call_run(module: Any) -> bool:
+    """Whether ``module``'s pool workers run each queued item by calling its
+    ``run`` method with positional arguments only, which
+    ``asgiref._bridge.sync_call.SyncCall.run`` accepts, and mark themselves
+    idle through the pool's ``_idle_semaphore``."""
+    run = getattr(getattr(module, "_WorkItem", None), "run", None)
+    names = getattr(getattr(module, "_worker", None), "__code__", None)
+    return (
+        isinstance(run, FunctionType)
+        and not run.__code__.co_kwonlyargcount
+        and names is not None
+        and {"run", "_idle_semaphore"} <= set(names.co_names)
+    )
+
+
+POOL_HAND_OFF = pool_has_internals(_cf_thread) and workers_call_run(_cf_thread)
 
 
 # -- Event loops --------------------------------------------------------------
