@@ -210,16 +210,8 @@ IMMUTABLE_TYPE_FLAG = immutable_type_flag()
 # cpython-private: _work_queue, _shutdown_lock, _shutdown, _broken, _threads
 # cpython-private: _idle_semaphore, _adjust_thread_count, _max_workers
 # cpython-private: _global_shutdown_lock
-_POOL_ATTRIBUTES = [
-    "_work_queue",
-    "_shutdown_lock",
-    "_shutdown",
-    "_broken",
-    "_threads",
-    "_idle_semaphore",
-    "_adjust_thread_count",
-    "_max_workers",
-]
+_POOL_ATTRIBUTES = ("_work_queue", "_shutdown_lock", "_shutdown", "_broken", "_threads")
+_POOL_ATTRIBUTES += ("_idle_semaphore", "_adjust_thread_count", "_max_workers")
 
 
 def pool_has_internals(module: Any) -> bool:
