@@ -39,6 +39,7 @@ from typing import Any
 
 from .._compat import (
     KEPT_SELF_PIPE,
+    LOOP_READY_QUEUE,
     default_policy_loop_class,
     shutdown_default_executor,
 )
@@ -132,9 +133,9 @@ async def _turn(loop: asyncio.AbstractEventLoop) -> None:
     With nothing ready a turn would only poll for I/O and timers, which the
     few microseconds a turn lasts almost never bring; skipping it saves a
     fresh loop's call several of them. A loop without the stock loop's
-    ready queue always takes the turn.
+    ready queue always takes the turn (``_compat.LOOP_READY_QUEUE``).
     """
-    if getattr(loop, "_ready", True):  # cpython-private: _ready
+    if not LOOP_READY_QUEUE or getattr(loop, "_ready", True):  # cpython-private: _ready
         await asyncio.sleep(0)
 
 
