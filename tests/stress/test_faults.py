@@ -243,7 +243,7 @@ async def pending_futures(
     deadline = time.monotonic() + timeout
     while True:
         gc.collect()
-        pending = [
+        pending: list[object] = [
             obj
             for obj in gc.get_objects()
             if isinstance(obj, (asyncio.Future, concurrent.futures.Future))
