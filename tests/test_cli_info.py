@@ -496,6 +496,10 @@ def test_ctrl_c_exits_130(
     assert capsys.readouterr().err.strip() == "interrupted"
 
 
+@pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="a write to a pipe with no reader fails with EINVAL there, not EPIPE",
+)
 def test_a_reader_that_went_away_ends_the_command_quietly(tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # gone before anything is written, as with `| head -0`
@@ -582,7 +586,7 @@ def test_upstream_installed_over_asgire_for_real(
 ) -> None:
     uv = _uv()
     venv = tmp_path / "venv"
-    python = str(venv / "bin" / "python")
+    python = str(venv / ("Scripts" if sys.platform == "win32" else "bin") / "python")
     steps = [
         [uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
         [uv, "pip", "install", "--quiet", "--python", python, str(asgire_wheel)],
