@@ -1526,7 +1526,7 @@ class _SharedLoop:
         _affinity.token = token
         loop = asyncio.events.new_event_loop()  # what asyncio.run would call
         asyncio.set_event_loop(loop)
-        if _HAS_EVENTFD:  # pragma: no branch - coverage is measured on Linux
+        if _HAS_EVENTFD:
             _open_inbox(loop)  # every call in the block posts to this loop
         ready.set_result((loop, threading.get_ident()))
         try:
