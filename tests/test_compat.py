@@ -348,16 +348,3 @@ def test_without_a_known_marker_wrappers_are_still_coroutine_functions(
     assert sync.async_to_sync(native)() == 2
     with pytest.raises(TypeError, match="only be applied to sync functions"):
         sync.sync_to_async(marked)
-
-
-async def test_without_eventfd_outcomes_come_back_through_call_soon_threadsafe(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from asgiref import sync
-    from asgiref._bridge import loop_inbox
-
-    monkeypatch.setattr(loop_inbox, "HAS_EVENTFD", False)
-    loop = asyncio.get_running_loop()
-    assert await sync.sync_to_async(abs)(-1) == 1
-    assert await sync.sync_to_async(abs, thread_sensitive=False)(-2) == 2
-    assert id(loop) not in loop_inbox.inboxes

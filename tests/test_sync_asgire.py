@@ -263,6 +263,10 @@ def test_idle_loop_thread_handed_a_job_as_it_times_out_runs_the_job() -> None:
 
 
 @pytest.mark.asgire_only
+@pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="Windows' default loop is the proactor loop, which keeps no selector",
+)
 def test_a_loop_thread_keeps_its_selector_and_self_pipe_until_it_ends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import functools
 import gc
+import importlib.util
 import inspect
 import sys
 import textwrap
@@ -27,6 +28,9 @@ from asgiref.sync import (
     markcoroutinefunction,
     sync_to_async,
 )
+
+# Whether asgiref is asgire (not upstream, as in scripts/test-upstream).
+ASGIRE = importlib.util.find_spec("asgire") is not None
 
 REJECTED = r"^sync_to_async can only be applied to sync functions\.$"
 EXECUTOR_WITH_THREAD_SENSITIVE = (
@@ -779,7 +783,12 @@ async def test_a_hooked_call_soon_threadsafe_sees_each_outcome_come_back(
     # Each outcome came through the hook. asgire's first call on a new
     # default executor goes through run_in_executor() but reports by itself,
     # so that executor's future may post its own state once more, late.
-    assert len(from_threads) >= 2
+    # From Python 3.15 asyncio copies the state of an executor future that
+    # finished before run_in_executor() chained it directly, without the
+    # hook: upstream, which leaves the posting to asyncio, may then show
+    # fewer. asgire posts each outcome itself.
+    if ASGIRE or sys.version_info < (3, 15):
+        assert len(from_threads) >= 2
     assert loop_thread not in from_threads
 
 

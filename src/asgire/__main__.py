@@ -184,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_PROBLEM
     try:
-        return args.handler(args)
+        status: int = args.handler(args)
+        # Here, not at exit, so that a reader that went away is noticed below.
+        sys.stdout.flush()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -193,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_PROBLEM
+    return status
 
 
 if __name__ == "__main__":
