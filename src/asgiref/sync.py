@@ -25,6 +25,11 @@ What it relies on: the mechanisms fall back to upstream's own paths
 (``loop.run_in_executor``, ``executor.submit``, ``call_soon_threadsafe``,
 ``asyncio.run``) wherever a tool has replaced one of those, and wherever a
 capability of the running Python is missing (``asgiref._compat``).
+
+State: the class attributes, shared by every thread (each says what it
+holds); ``single_thread_executor`` may be replaced at start-up. A forked
+child resets what this module keeps (see the end); each mechanism resets
+its own.
 """
 
 from __future__ import annotations
