@@ -49,115 +49,36 @@ from .loop_threads import LoopThreadEventLoop, loop_thread_cache
 from .outer_loop import registered
 from .waiter import Outcome
 
-
-async def wind_down() -> None:
-    """Do what ``asyncio.run`` does before closing its loop, turn for turn:
-    cancel the tasks still running (other than this one) and wait for them,
-    then shut down async generators and the default executor.
-
-    ``asyncio.run`` takes each of those steps in a ``run_until_complete`` of
-    its own, which starts with a turn of the loop and stops after another.
-    Work queued meanwhile gets those turns: an async generator dropped by a
-    cancelled task closes in a task of its own, and its ``finally`` may
-    await. ``_turn`` gives it the same turns here.
-    """
-    loop = asyncio.get_running_loop()
-    tasks = _cancel_leftovers(loop, asyncio.current_task())
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
-        _report_leftover_failures(loop, tasks)
-    await _turn(loop)  # the turn the next run_until_complete starts with
-    await loop.shutdown_asyncgens()
-    await _turn(loop)  # the turn that run stops after
-    await _turn(loop)  # and the next one's first
-    await shutdown_default_executor(loop)
-
-
-def _cancel_leftovers(
-    loop: asyncio.AbstractEventLoop, spare: asyncio.Future[Any] | None = None
-) -> list[asyncio.Task[Any]]:
-    """Cancel every unfinished task of ``loop`` but ``spare``; return them."""
-    tasks = [task for task in asyncio.all_tasks(loop) if task is not spare]
-    for task in tasks:
-        task.cancel()
-    return tasks
-
-
-def _report_leftover_failures(
-    loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[Any]]
-) -> None:
-    """Report the cancelled leftovers that failed instead, as asyncio.run does."""
-    for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            loop.call_exception_handler(
-                {
-                    "message": "unhandled exception during asyncio.run() shutdown",
-                    "exception": task.exception(),
-                    "task": task,
-                }
-            )
-
-
-def _wind_down_after_escape(loop: asyncio.AbstractEventLoop) -> None:
-    """Clean up a fresh loop that something ended before its coroutine
-    finished (a KeyboardInterrupt or SystemExit from a task, or a
-    ``loop.stop()``), as ``asyncio.run`` does then: cancel and await every
-    task left, the coroutine's own included, then shut down async generators
-    and the default executor, each in a run of the loop of its own."""
-    # The coroutine's own task is among them, unless the loop was ended
-    # after it had finished.
-    tasks = _cancel_leftovers(loop)
-    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-    _report_leftover_failures(loop, tasks)
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.run_until_complete(shutdown_default_executor(loop))
-
-
-async def _then_wind_down(main: Awaitable[None]) -> None:
-    # main (main_wrap) reports whatever its coroutine raises, so it returns
-    # unless the loop is ended under it: _wind_down_after_escape cleans up
-    # then, with this task among those it cancels.
-    await main
-    # asyncio.run stops its loop once main is done, and the stop comes
-    # after the callbacks main's last step queued: an async generator
-    # dropped there queues its aclose() task that way. One turn of the
-    # loop lets them run before the leftover tasks are collected.
-    await _turn(asyncio.get_running_loop())
-    await wind_down()
-
-
-async def _turn(loop: asyncio.AbstractEventLoop) -> None:
-    """Let ``loop`` take one turn, as ``asyncio.run`` would, if anything is
-    ready to run in it.
-
-    With nothing ready a turn would only poll for I/O and timers, which the
-    few microseconds a turn lasts almost never bring; skipping it saves a
-    fresh loop's call several of them. A loop without the stock loop's
-    ready queue always takes the turn (``_compat.LOOP_READY_QUEUE``).
-    """
-    if not LOOP_READY_QUEUE or getattr(loop, "_ready", True):  # cpython-private: _ready
-        await asyncio.sleep(0)
-
-
 _stock_new_event_loop = asyncio.events.new_event_loop
 _stock_asyncio_run = asyncio.run
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """What ``asyncio.run`` would start, ``asyncio.events.new_event_loop()``,
-    but on the calling loop thread's kept selector and self-pipe when that
-    would be the stock selector loop.
+def run_on_loop_thread(
+    awaitable: Coroutine[Any, Any, None],
+    executor: CurrentThreadExecutor,
+    context: contextvars.Context,
+) -> None:
+    """Run ``awaitable`` in a new event loop on a loop thread, running the
+    work it sends back to this thread until that loop has closed."""
+    finished: Outcome[None] = Outcome(executor._finish)
+    tag = _affinity.tag
 
-    Any other policy (uvloop's, a test plugin's) or a patched
-    ``new_event_loop`` gets exactly the loop it makes.
-    """
-    if (
-        KEPT_SELF_PIPE
-        and asyncio.events.new_event_loop is _stock_new_event_loop
-        and default_policy_loop_class() is asyncio.SelectorEventLoop
-    ):
-        return LoopThreadEventLoop(loop_thread_cache.loop_parts())
-    return asyncio.events.new_event_loop()
+    def run_loop() -> Callable[[], object]:
+        own_tag = _affinity.tag
+        _affinity.tag = tag
+        try:
+            # Started in the caller's context, the task needs no context
+            # variables copied into it one by one.
+            context.run(run_in_one_pass, registered(awaitable, executor))
+        except BaseException as exc:
+            return functools.partial(finished.set_exception, exc)
+        finally:
+            _affinity.tag = own_tag
+        return functools.partial(finished.set_result, None)
+
+    loop_thread_cache.run(run_loop)
+    executor._run_until_finished()
+    finished.result()
 
 
 def run_in_one_pass(main: Coroutine[Any, Any, None]) -> None:
@@ -191,29 +112,107 @@ def run_in_one_pass(main: Coroutine[Any, Any, None]) -> None:
         loop.close()
 
 
-def run_on_loop_thread(
-    awaitable: Coroutine[Any, Any, None],
-    executor: CurrentThreadExecutor,
-    context: contextvars.Context,
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """What ``asyncio.run`` would start, ``asyncio.events.new_event_loop()``,
+    but on the calling loop thread's kept selector and self-pipe when that
+    would be the stock selector loop.
+
+    Any other policy (uvloop's, a test plugin's) or a patched
+    ``new_event_loop`` gets exactly the loop it makes.
+    """
+    if (
+        KEPT_SELF_PIPE
+        and asyncio.events.new_event_loop is _stock_new_event_loop
+        and default_policy_loop_class() is asyncio.SelectorEventLoop
+    ):
+        return LoopThreadEventLoop(loop_thread_cache.loop_parts())
+    return asyncio.events.new_event_loop()
+
+
+async def _then_wind_down(main: Awaitable[None]) -> None:
+    # main (main_wrap) reports whatever its coroutine raises, so it returns
+    # unless the loop is ended under it: _wind_down_after_escape cleans up
+    # then, with this task among those it cancels.
+    await main
+    # asyncio.run stops its loop once main is done, and the stop comes
+    # after the callbacks main's last step queued: an async generator
+    # dropped there queues its aclose() task that way. One turn of the
+    # loop lets them run before the leftover tasks are collected.
+    await _turn(asyncio.get_running_loop())
+    await wind_down()
+
+
+async def wind_down() -> None:
+    """Do what ``asyncio.run`` does before closing its loop, turn for turn:
+    cancel the tasks still running (other than this one) and wait for them,
+    then shut down async generators and the default executor.
+
+    ``asyncio.run`` takes each of those steps in a ``run_until_complete`` of
+    its own, which starts with a turn of the loop and stops after another.
+    Work queued meanwhile gets those turns: an async generator dropped by a
+    cancelled task closes in a task of its own, and its ``finally`` may
+    await. ``_turn`` gives it the same turns here.
+    """
+    loop = asyncio.get_running_loop()
+    tasks = _cancel_leftovers(loop, asyncio.current_task())
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        _report_leftover_failures(loop, tasks)
+    await _turn(loop)  # the turn the next run_until_complete starts with
+    await loop.shutdown_asyncgens()
+    await _turn(loop)  # the turn that run stops after
+    await _turn(loop)  # and the next one's first
+    await shutdown_default_executor(loop)
+
+
+async def _turn(loop: asyncio.AbstractEventLoop) -> None:
+    """Let ``loop`` take one turn, as ``asyncio.run`` would, if anything is
+    ready to run in it.
+
+    With nothing ready a turn would only poll for I/O and timers, which the
+    few microseconds a turn lasts almost never bring; skipping it saves a
+    fresh loop's call several of them. A loop without the stock loop's
+    ready queue always takes the turn (``_compat.LOOP_READY_QUEUE``).
+    """
+    if not LOOP_READY_QUEUE or getattr(loop, "_ready", True):  # cpython-private: _ready
+        await asyncio.sleep(0)
+
+
+def _wind_down_after_escape(loop: asyncio.AbstractEventLoop) -> None:
+    """Clean up a fresh loop that something ended before its coroutine
+    finished (a KeyboardInterrupt or SystemExit from a task, or a
+    ``loop.stop()``), as ``asyncio.run`` does then: cancel and await every
+    task left, the coroutine's own included, then shut down async generators
+    and the default executor, each in a run of the loop of its own."""
+    # The coroutine's own task is among them, unless the loop was ended
+    # after it had finished.
+    tasks = _cancel_leftovers(loop)
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    _report_leftover_failures(loop, tasks)
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(shutdown_default_executor(loop))
+
+
+def _cancel_leftovers(
+    loop: asyncio.AbstractEventLoop, spare: asyncio.Future[Any] | None = None
+) -> list[asyncio.Task[Any]]:
+    """Cancel every unfinished task of ``loop`` but ``spare``; return them."""
+    tasks = [task for task in asyncio.all_tasks(loop) if task is not spare]
+    for task in tasks:
+        task.cancel()
+    return tasks
+
+
+def _report_leftover_failures(
+    loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[Any]]
 ) -> None:
-    """Run ``awaitable`` in a new event loop on a loop thread, running the
-    work it sends back to this thread until that loop has closed."""
-    finished: Outcome[None] = Outcome(executor._finish)
-    tag = _affinity.tag
-
-    def run_loop() -> Callable[[], object]:
-        own_tag = _affinity.tag
-        _affinity.tag = tag
-        try:
-            # Started in the caller's context, the task needs no context
-            # variables copied into it one by one.
-            context.run(run_in_one_pass, registered(awaitable, executor))
-        except BaseException as exc:
-            return functools.partial(finished.set_exception, exc)
-        finally:
-            _affinity.tag = own_tag
-        return functools.partial(finished.set_result, None)
-
-    loop_thread_cache.run(run_loop)
-    executor._run_until_finished()
-    finished.result()
+    """Report the cancelled leftovers that failed instead, as asyncio.run does."""
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception during asyncio.run() shutdown",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
