@@ -260,3 +260,21 @@ def test_a_loop_thread_interrupted_while_starting_runs_its_job_at_most_once(
     assert cache._busy == 0
     assert ran.is_set() is thread_took_it
     cache.close()  # nothing to wait for
+
+
+@pytest.mark.asgire_only
+@pytest.mark.parametrize("reported_first", [False, True], ids=["later", "already"])
+def test_a_caller_that_stopped_waiting_is_told_of_the_report_once_it_comes(
+    reported_first: bool,
+) -> None:
+    from asgiref.sync import _Outcome
+
+    told: list[str] = []
+    outcome: Any = _Outcome(lambda: told.append("waiting caller"))
+    if reported_first:
+        outcome.set_result(1)
+    outcome.on_report(lambda: told.append("instead"))
+    if not reported_first:
+        outcome.set_result(1)
+    assert told[-1] == "instead"
+    assert told.count("instead") == 1

@@ -1629,7 +1629,8 @@ class _SharedLoop:
 
     def leave(self, entered: list[None]) -> None:
         """Count a call out, once (``entered`` holds one element until then):
-        the thread that made it, or its coroutine's report, may come first."""
+        its thread, or the coroutine's report when that thread stopped
+        waiting (see _Outcome.on_report), may come first."""
         if not _take(entered):
             return
         with self.lock:
@@ -1656,15 +1657,6 @@ class _SharedLoop:
     def _forget(self) -> None:
         with _open_shared_loops_lock:
             _open_shared_loops.discard(self)
-
-
-def _end_shared_call(
-    executor: CurrentThreadExecutor, shared: _SharedLoop, entered: list[None]
-) -> None:
-    """A call's coroutine has reported: end its caller's wait, and count the
-    call out of its shared loop (it may have stopped waiting, see __call__)."""
-    executor._finish()
-    shared.leave(entered)
 
 
 # -- Interpreter exit ------------------------------------------------------------------
@@ -2031,6 +2023,13 @@ class _Outcome(Generic[_R]):
         if self._on_done is not None:
             self._on_done()
 
+    def on_report(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` instead of ``on_done`` when the report comes, or
+        now if it has come; it may be called twice then, as the two race."""
+        self._on_done = callback
+        if self.reported:
+            callback()
+
     def fail_unreported(self, failure: BaseException) -> None:
         """Make ``result()`` raise ``failure`` if no report has come (and,
         the loop being closed, none ever will)."""
@@ -2126,21 +2125,17 @@ class AsyncToSync(Generic[_P, _R]):
                     shared = single._enter_call()
             if shared is not None:
                 main_loop = shared.loop
-                # The coroutine's report ends the wait and counts the call out.
-                on_done: Callable[[], object] | None = functools.partial(
-                    _end_shared_call, current_executor, shared, entered
-                )
                 if shared.token is not _affinity.token:
                     # The loop's thread holds another thread's affinity (see
                     # asgiref.local): hand this thread's Local data to it, and
                     # take back what the coroutine leaves (in the finally).
                     context[0].run(_adopt_local_data, shared.token)
-            else:
-                # On a loop that is already running, the coroutine's report is
-                # what ends the wait; a fresh loop is waited for until it has
-                # closed.
-                on_done = None if main_loop is None else current_executor._finish
-            call_result: _Outcome[_R] = _Outcome(on_done)
+            # On a loop that is already running, the coroutine's report is
+            # what ends the wait; a fresh loop is waited for until it has
+            # closed.
+            call_result: _Outcome[_R] = _Outcome(
+                None if main_loop is None else current_executor._finish
+            )
             target = self.awaitable(*args, **kwargs)
             hook = _trace_hook
             if hook is not None:
@@ -2176,6 +2171,8 @@ class AsyncToSync(Generic[_P, _R]):
                     # until the coroutine reports (or the loop ends).
                     waiting = False
                     current_executor._finish()
+                    if shared is not None:
+                        call_result.on_report(functools.partial(shared.leave, entered))
                     raise
                 if not reported:
                     call_result.fail_unreported(
