@@ -10,6 +10,7 @@ are plain behaviour tests, except where marked.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -124,6 +125,46 @@ def test_a_call_after_its_block_exited_runs_outside_it_and_lets_the_interpreter_
     )
     assert done.returncode == 0, done.stderr
     assert lines(done) == ["closed"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize(
+    "child_calls",
+    [
+        pytest.param(False, id="idle"),
+        # Upstream's child hands the call to the parent's pool, whose thread
+        # it does not have, and waits for good.
+        pytest.param(True, id="calling", marks=pytest.mark.asgire_only),
+    ],
+)
+def test_a_child_forked_inside_a_block_leaves_it_and_exits(child_calls: bool) -> None:
+    done = run_script(
+        f"CHILD_CALLS = {child_calls}\n"
+        + textwrap.dedent(
+            """
+            import asyncio, os, warnings
+            from asgiref.sync import AsyncSingleThreadContext, async_to_sync
+
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork, threads
+
+            async def pid():
+                return os.getpid()
+
+            with AsyncSingleThreadContext():
+                async_to_sync(pid)()
+                child = os.fork()
+                if child == 0 and CHILD_CALLS:
+                    assert async_to_sync(pid)() == os.getpid()
+            if child == 0:
+                print("child left", flush=True)
+            else:
+                os.waitpid(child, 0)
+                print("parent left", flush=True)
+            """
+        )
+    )
+    assert done.returncode == 0, done.stderr
+    assert lines(done) == ["child left", "parent left"]
 
 
 DAEMON_CALLER = """

@@ -1641,6 +1641,8 @@ class _SharedLoop:
     def close(self) -> None:
         """Take no more calls, wait for those in flight, then stop and close
         the loop; waits for that unless called on the loop's thread."""
+        if self.pid != _pid:
+            return  # the parent's, whose thread did not survive fork()
         with self.lock:
             self.closing = True
             if self.calls and not self.ended and self._drained is None:
@@ -2392,7 +2394,7 @@ _default_single_thread_executor = SyncToAsync.single_thread_executor
 
 def _reset_after_fork() -> None:
     """Give the child process fresh threads: none of the parent's survived."""
-    global _default_single_thread_executor, _pid
+    global _default_single_thread_executor, _open_shared_loops_lock, _pid
     _pid = os.getpid()
     if sys.version_info < (3, 12):  # pragma: no branch - measured on 3.11
         _last_loop.ref = _no_loop
@@ -2405,6 +2407,8 @@ def _reset_after_fork() -> None:
     AsyncToSync.loop_thread_executors.clear()
     _waiting_on_loop.clear()
     AsyncToSync.context_to_thread_executor.clear()
+    _open_shared_loops_lock = threading.Lock()
+    _open_shared_loops.clear()  # the parent's: not the child's to close
     _loop_threads.forget()
 
 
