@@ -278,3 +278,41 @@ def test_a_caller_that_stopped_waiting_is_told_of_the_report_once_it_comes(
         outcome.set_result(1)
     assert told[-1] == "instead"
     assert told.count("instead") == 1
+
+
+@pytest.mark.asgire_only
+def test_a_call_is_counted_out_of_its_blocks_loop_once() -> None:
+    from asgiref.sync import _SharedLoop
+
+    shared = _SharedLoop(threading.Lock(), object())
+    shared.calls = 1
+    entered = [None]
+    # The report and the caller that stopped waiting may both come.
+    shared.leave(entered)
+    shared.leave(entered)
+    assert shared.calls == 0
+
+
+@pytest.mark.asgire_only
+async def test_a_call_back_to_a_loop_that_cannot_take_it_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asgiref import sync
+
+    post = sync._call_soon_threadsafe
+
+    def closing(loop: Any, callback: Any, *args: Any) -> None:
+        if args and args[0] is sync._start_task:
+            raise RuntimeError("Event loop is closed")  # it closed just now
+        post(loop, callback, *args)
+
+    async def nothing() -> None:
+        pass
+
+    def call_back() -> str:
+        with pytest.raises(RuntimeError, match="closed"):
+            async_to_sync(nothing)()
+        return "failed at once"
+
+    monkeypatch.setattr(sync, "_call_soon_threadsafe", closing)
+    assert await sync.sync_to_async(call_back)() == "failed at once"

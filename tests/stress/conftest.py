@@ -45,12 +45,6 @@ def switch_interval() -> Iterator[None]:
         sys.setswitchinterval(previous)
 
 
-def pytest_report_header() -> str | None:
-    if SWITCH_INTERVAL:
-        return f"stress: sys.setswitchinterval({SWITCH_INTERVAL})"
-    return None
-
-
 class Figures:
     """Collects named measurements for the end-of-run summary."""
 
@@ -68,6 +62,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     provider = "asgire" if ASGIRE else "upstream asgiref"
     terminalreporter.section(f"stress figures ({provider})")
+    if SWITCH_INTERVAL:
+        terminalreporter.write_line(f"sys.setswitchinterval({SWITCH_INTERVAL})")
     for test, values in _FIGURES.items():
         shown = ", ".join(f"{name}={_show(value)}" for name, value in values.items())
         terminalreporter.write_line(f"{test}: {shown}")
