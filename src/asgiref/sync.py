@@ -54,6 +54,7 @@ from typing import (  # noqa: UP035
     Optional,
     ParamSpec,
     TypeVar,
+    cast,
     overload,
 )
 
@@ -313,6 +314,42 @@ def _adopt_then_call(func: Callable[..., Any], /, *args: Any) -> Any:
     return func(*args)
 
 
+# -- Threads the library starts ----------------------------------------------------
+#
+# From Python 3.14 a new thread may begin in a copy of the context of the
+# thread that starts it (sys.flags.thread_inherit_context, on by default in
+# free-threaded builds). A thread started for the library would then carry
+# the values of whichever call happened to start it (routing variables, a
+# trace recording, Local data) into code that runs outside any call, such as
+# thread_handler, and keep them alive for as long as the thread lives. So
+# every thread started here begins in an empty context, on every version:
+# Thread.start() takes its copy of the context current at that moment. What a
+# call needs, it hands over explicitly.
+
+
+def _start_thread(thread: threading.Thread) -> None:
+    """Start ``thread`` in an empty context."""
+    contextvars.Context().run(thread.start)
+
+
+def _one_thread_pool() -> ThreadPoolExecutor:
+    """``ThreadPoolExecutor(max_workers=1)``, whose thread begins in an empty
+    context whichever call starts it: the direct hand-off, ``submit()``, or
+    ``loop.run_in_executor()``."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    pool_ref = weakref.ref(pool)  # no cycle through the pool's own namespace
+
+    def adjust_thread_count() -> None:
+        own = cast(ThreadPoolExecutor, pool_ref())  # alive: its submit() calls
+        contextvars.Context().run(ThreadPoolExecutor._adjust_thread_count, own)
+        # Its one thread exists now: later calls need only the pool's method.
+        vars(own).pop("_adjust_thread_count", None)
+
+    # The pool starts its threads from this method, under its shutdown lock.
+    vars(pool)["_adjust_thread_count"] = adjust_thread_count
+    return pool
+
+
 def _raise_then_call(
     exception: BaseException, func: Callable[..., _R], *args: Any, **kwargs: Any
 ) -> _R:
@@ -458,7 +495,9 @@ def _queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
             idle = pool._idle_semaphore  # type: ignore[attr-defined]
             if type(idle) is threading.Semaphore:
                 pool._idle_semaphore = _IdleCount(pool._max_workers, idle._value)  # type: ignore[assignment,attr-defined]  # ty: ignore[invalid-assignment]
-            pool._adjust_thread_count()  # type: ignore[attr-defined]
+            # A worker started for whichever call comes first serves every
+            # later one: it begins in an empty context (see _start_thread).
+            contextvars.Context().run(pool._adjust_thread_count)  # type: ignore[attr-defined]
     return True
 
 
@@ -971,14 +1010,34 @@ def _start(
                 and _queue_on_pool(default, call)
             ):
                 return
+            if _unhooked_pool(default):
+                # The pool starts threads in the context it is handed work in
+                # (see _start_thread); only the stdlib's code sees it here.
+                contextvars.Context().run(
+                    loop.run_in_executor, None, call.job()
+                ).add_done_callback(call.job_done)
+                return
         elif type(executor) is ThreadPoolExecutor and _queue_on_pool(executor, call):
             return
         if executor is not None:
             # What run_in_executor() would do, without wrapping the future
             # in an asyncio one that nobody awaits.
-            executor.submit(call.job()).add_done_callback(call.job_done)
+            if _unhooked_pool(executor):
+                future = contextvars.Context().run(executor.submit, call.job())
+            else:
+                future = executor.submit(call.job())
+            future.add_done_callback(call.job_done)
             return
     loop.run_in_executor(executor, call.job()).add_done_callback(call.job_done)
+
+
+def _unhooked_pool(pool: object) -> bool:
+    """Whether handing ``pool`` work through ``submit()`` runs only the
+    stdlib's own code (None: the pool asyncio makes for a loop without one)."""
+    return (
+        pool is None
+        or (type(pool) is ThreadPoolExecutor and "submit" not in vars(pool))
+    ) and _is_original(ThreadPoolExecutor.submit, _cf_thread.__file__)
 
 
 def _check_executor(executor: object) -> None:
@@ -1090,8 +1149,9 @@ async def _retire(executor: Executor) -> None:
         executor.shutdown()
         notify()
 
-    joiner = threading.Thread(target=join, name="asgire-executor-join", daemon=True)
-    joiner.start()
+    _start_thread(
+        threading.Thread(target=join, name="asgire-executor-join", daemon=True)
+    )
     await drained
 
 
@@ -1125,7 +1185,7 @@ class SyncToAsync(Generic[_P, _R]):
 
     # Runs thread-sensitive calls that have no better place. It may be
     # replaced (at start-up) by another one-thread executor.
-    single_thread_executor: ThreadPoolExecutor = ThreadPoolExecutor(max_workers=1)
+    single_thread_executor: ThreadPoolExecutor = _one_thread_pool()
 
     thread_sensitive_context: contextvars.ContextVar[ThreadSensitiveContext] = (
         contextvars.ContextVar("thread_sensitive_context")
@@ -1286,7 +1346,7 @@ class SyncToAsync(Generic[_P, _R]):
                 )
             executor = self.context_to_thread_executor.get(context)
             if executor is None:
-                executor = ThreadPoolExecutor(max_workers=1)
+                executor = _one_thread_pool()
                 self.context_to_thread_executor[context] = executor
             return executor
         loop_executor = AsyncToSync.loop_thread_executors.get(loop)
@@ -1342,6 +1402,21 @@ _BASE_THREAD_HANDLER = SyncToAsync.thread_handler
 _Job = Callable[[], Callable[[], object]]
 
 
+def _take(one: list[None]) -> bool:
+    """Pop the one element of ``one``: True for the first caller only, even
+    when threads race for it (list.pop() is atomic, on free-threaded builds
+    too)."""
+    try:
+        one.pop()
+    except IndexError:
+        return False
+    return True
+
+
+def _nothing() -> None:
+    return None
+
+
 class _LoopThreads:
     """Idle threads kept for running ``async_to_sync``'s event loops.
 
@@ -1366,24 +1441,70 @@ class _LoopThreads:
         self._started = 0
         self._kept = threading.local()
         self._all_parts: set[_LoopParts] = set()
+        # Jobs handed out and still running, which interpreter exit waits for.
+        self._busy = 0
+        self._closed = False
+        self._drained: threading.Event | None = None
 
     def run(self, job: _Job) -> None:
+        """Run ``job`` on an idle loop thread, or a new one."""
         with self._lock:
+            if self._closed:
+                raise RuntimeError(_AFTER_SHUTDOWN)
+            self._busy += 1
             if self._idle:
                 self._idle.pop().put(job)
                 return
             self._started += 1
             name = f"asgire-loop-{self._started}"
-        threading.Thread(target=self._work, args=(job,), name=name, daemon=True).start()
-
-    def _work(self, job: _Job) -> None:
+        # The job goes through the inbox: the thread's arguments stay
+        # referenced for as long as it lives, and must not keep the job's
+        # coroutine and context alive. A daemon: an idle loop thread must not
+        # keep the process alive, and a busy one is waited for at exit.
         inbox: SimpleQueue[_Job] = SimpleQueue()
+        inbox.put(job)
+        unclaimed = [None]
+        thread = threading.Thread(
+            target=self._work, args=(inbox, unclaimed), name=name, daemon=True
+        )
         try:
+            _start_thread(thread)
+        except BaseException:
+            # It failed to start, or this thread was interrupted (Ctrl-C)
+            # while it started: unless it has taken the job already, it never
+            # will, and the job is not counted as running.
+            if _take(unclaimed):
+                self._job_ended()
+            raise
+
+    def _job_ended(self, idle_inbox: SimpleQueue[_Job] | None = None) -> None:
+        """Count a job as ended, and put its thread (its inbox) on the idle list."""
+        with self._lock:
+            if idle_inbox is not None:
+                self._idle.append(idle_inbox)
+            self._busy -= 1
+            if not self._busy and self._drained is not None:
+                self._drained.set()
+
+    def close(self) -> None:
+        """Take no more jobs, and wait for the running ones to end (at exit)."""
+        with self._lock:
+            self._closed = True
+            if self._busy and self._drained is None:
+                self._drained = threading.Event()
+            drained = self._drained
+        if drained is not None:
+            drained.wait()
+
+    def _work(self, inbox: SimpleQueue[_Job], unclaimed: list[None]) -> None:
+        try:
+            if not _take(unclaimed):
+                return  # withdrawn by run(): its start was interrupted
+            job = inbox.get()
             while True:
                 report_done = job()
                 del job
-                with self._lock:
-                    self._idle.append(inbox)
+                self._job_ended(inbox)
                 report_done()
                 del report_done
                 try:
@@ -1419,6 +1540,8 @@ class _LoopThreads:
         """
         self._lock = threading.Lock()
         self._idle = []
+        self._busy = 0
+        self._drained = None
         forking_thread = threading.get_ident()
         kept = set()
         for parts in self._all_parts:
@@ -1509,22 +1632,53 @@ class _SharedLoop:
 
     It runs on the context's one-thread executor, from the first
     ``async_to_sync`` call in the context until the context exits (or is
-    garbage collected), then closes as ``asyncio.run`` would close it.
+    garbage collected, or the interpreter exits), then closes as
+    ``asyncio.run`` would close it. Closing waits for the calls still running
+    in it, as upstream's executor shutdown does, and cancels only the tasks
+    left over once they are done.
+
+    Calls count themselves in and out under the context's lock, the one its
+    exit takes: a call either gets in before the exit, which then waits for
+    it, or finds the block exited.
     """
 
-    def __init__(self, executor: ThreadPoolExecutor, token: object) -> None:
-        ready: Future[tuple[asyncio.AbstractEventLoop, int]] = Future()
+    # Closes the loop when the context is dropped; set once the loop runs.
+    finalizer: weakref.finalize[Any, Any]
+
+    def __init__(self, lock: threading.Lock, token: object) -> None:
         self.pid = _pid
         self.token = token  # the affinity its thread holds for good
-        self.finished = executor.submit(self._serve, ready, token)
-        self.loop, self.thread_id = ready.result()
+        self.lock = lock
+        self.calls = 0
+        self.closing = False
+        self.ended = False  # the loop has closed, whoever closed it
+        self._drained: threading.Event | None = None
 
-    @staticmethod
-    def _serve(
-        ready: Future[tuple[asyncio.AbstractEventLoop, int]], token: object
-    ) -> None:
-        _affinity.token = token
-        loop = asyncio.events.new_event_loop()  # what asyncio.run would call
+    def start(self, executor: Executor) -> bool:
+        """Start the loop on ``executor``; False at interpreter exit."""
+        with _open_shared_loops_lock:
+            if _exiting:
+                return False
+            _open_shared_loops.add(self)
+        ready: Future[tuple[asyncio.AbstractEventLoop, int]] = Future()
+        try:
+            # The thread the executor starts for it begins in an empty context.
+            self.finished = contextvars.Context().run(
+                executor.submit, self._serve, ready
+            )
+            self.loop, self.thread_id = ready.result()
+        except BaseException:
+            self._forget()
+            raise
+        return True
+
+    def _serve(self, ready: Future[tuple[asyncio.AbstractEventLoop, int]]) -> None:
+        _affinity.token = self.token
+        try:
+            loop = asyncio.events.new_event_loop()  # what asyncio.run would call
+        except BaseException as exc:
+            ready.set_exception(exc)
+            raise
         asyncio.set_event_loop(loop)
         if _HAS_EVENTFD:
             _open_inbox(loop)  # every call in the block posts to this loop
@@ -1535,13 +1689,81 @@ class _SharedLoop:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+            # Stopped from within (a coroutine stopped it, or an exception
+            # escaped it): the calls left in it will never report.
+            with self.lock:
+                self.ended = True
+                if self._drained is not None:
+                    self._drained.set()
 
-    def stop(self) -> None:
-        """Stop and close the loop; waits for that unless called on its thread."""
+    def leave(self, entered: list[None]) -> None:
+        """Count a call out, once (``entered`` holds one element until then):
+        its thread, or the coroutine's report when that thread stopped
+        waiting (see _Outcome.on_report), may come first."""
+        if not _take(entered):
+            return
+        with self.lock:
+            self.calls -= 1
+            if not self.calls and self._drained is not None:
+                self._drained.set()
+
+    def close(self) -> None:
+        """Take no more calls, wait for those in flight, then stop and close
+        the loop; waits for that unless called on the loop's thread."""
+        if self.pid != _pid:
+            return  # the parent's, whose thread did not survive fork()
+        with self.lock:
+            self.closing = True
+            if self.calls and not self.ended and self._drained is None:
+                self._drained = threading.Event()
+            drained = self._drained
+        if drained is not None:
+            drained.wait()
+        self._forget()
         with contextlib.suppress(RuntimeError):  # raised when already closed
             self.loop.call_soon_threadsafe(self.loop.stop)
         if threading.get_ident() != self.thread_id:
             self.finished.result()
+
+    def _forget(self) -> None:
+        with _open_shared_loops_lock:
+            _open_shared_loops.discard(self)
+
+
+# -- Interpreter exit ------------------------------------------------------------------
+#
+# Upstream runs every async_to_sync loop on a pool thread, which the
+# interpreter joins at exit once its work is done: a coroutine in flight gets
+# to finish (its finally blocks run), whether the thread waiting for it is a
+# daemon or was interrupted (Ctrl-C), and an idle pool thread is told to end.
+# Here the loop threads are daemons, so that an idle one never holds up the
+# exit, and the function below waits for the busy ones instead; a shared loop
+# still open (its block never exited) is closed as the block's exit would.
+# threading._register_atexit runs it once the main thread is done, before
+# the other threads are joined; functions registered later run first, so it
+# runs before concurrent.futures stops the pools that the coroutines it
+# waits for may still use. Calls made after it has started are refused, as
+# upstream's pools refuse new work then.
+
+_AFTER_SHUTDOWN = "cannot schedule new futures after interpreter shutdown"
+_open_shared_loops_lock = threading.Lock()
+_open_shared_loops: set[_SharedLoop] = set()
+_exiting = False
+
+
+def _finish_at_exit() -> None:
+    """Let the coroutines in flight finish, and close every shared loop."""
+    global _exiting
+    with _open_shared_loops_lock:
+        _exiting = True
+        still_open = list(_open_shared_loops)
+    for shared in still_open:
+        with contextlib.suppress(Exception):  # the others must close all the same
+            shared.close()
+    _loop_threads.close()
+
+
+threading._register_atexit(_finish_at_exit)  # type: ignore[attr-defined]  # ty: ignore[unresolved-attribute]
 
 
 async def _wind_down() -> None:
@@ -1790,47 +2012,69 @@ class AsyncSingleThreadContext:
     ``with AsyncSingleThreadContext():`` keeps one event loop, on one thread,
     for all ``async_to_sync`` calls made in the block from sync code, so that
     objects bound to a loop (connection pools, clients) survive from one call
-    to the next. When the outermost block exits, tasks still running are
-    cancelled and awaited, async generators and the loop's default executor
-    are shut down, and the loop and its thread are closed. Nested blocks
-    share the outermost one's loop.
+    to the next. When the outermost block exits, it waits for the calls still
+    running in it (made by other threads that share the block's context);
+    then tasks still running are cancelled and awaited, async generators and
+    the loop's default executor are shut down, and the loop and its thread
+    are closed. Nested blocks share the outermost one's loop. A block never
+    exited is closed that way when it is garbage collected, or at the latest
+    when the interpreter exits; a call made in its context after it has
+    exited runs as outside any block.
     """
 
     def __init__(self) -> None:
         self.token: contextvars.Token[AsyncSingleThreadContext] | None = None
         self._shared_loop: _SharedLoop | None = None
-        # Threads sharing the context may make its first call at once.
-        self._starting = threading.Lock()
+        # Orders the exit against the loop's start and each call's entry
+        # (threads sharing the context may call at once).
+        self._lock = threading.Lock()
 
     def __enter__(self) -> AsyncSingleThreadContext:
         if AsyncToSync.async_single_thread_context.get(None) is None:
-            self.token = AsyncToSync.async_single_thread_context.set(self)
+            token = AsyncToSync.async_single_thread_context.set(self)
+            with self._lock:
+                self.token = token
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self.token is None:
+        with self._lock:
+            token, self.token = self.token, None
+            shared, self._shared_loop = self._shared_loop, None
+        if token is None:
             return
-        if self._shared_loop is not None:
-            self._shared_loop.stop()
-            self._shared_loop = None
-        executor = AsyncToSync.context_to_thread_executor.pop(self, None)
-        if executor is not None:
-            executor.shutdown()
-        AsyncToSync.async_single_thread_context.reset(self.token)
-        self.token = None
+        try:
+            if shared is not None:
+                shared.finalizer.detach()
+                shared.close()
+            executor = AsyncToSync.context_to_thread_executor.pop(self, None)
+            if executor is not None:
+                executor.shutdown()
+        finally:
+            AsyncToSync.async_single_thread_context.reset(token)
 
-    def _loop(self) -> _SharedLoop:
-        """The block's loop, started by its first ``async_to_sync`` call."""
-        with self._starting:
+    def _enter_call(self) -> _SharedLoop | None:
+        """Count an ``async_to_sync`` call into the block's loop, started by
+        the first one; None once the block has exited (or the interpreter is
+        exiting): the call then runs as outside any block."""
+        with self._lock:
+            if self.token is None:
+                return None
             shared = self._shared_loop
             if shared is None or shared.pid != _pid:  # none yet, or the parent's
                 executor = AsyncToSync.context_to_thread_executor.get(self)
                 if executor is None:
                     executor = ThreadPoolExecutor(max_workers=1)
                     AsyncToSync.context_to_thread_executor[self] = executor
-                shared = self._shared_loop = _SharedLoop(executor, _affinity.token)
+                shared = _SharedLoop(self._lock, _affinity.token)
+                if not shared.start(executor):
+                    return None
+                self._shared_loop = shared
                 # A context dropped without exiting still closes its loop.
-                weakref.finalize(self, shared.stop)
+                shared.finalizer = weakref.finalize(self, shared.close)
+                shared.finalizer.atexit = False  # _finish_at_exit's job
+            elif shared.closing:
+                return None  # closed at interpreter exit
+            shared.calls += 1
         return shared
 
 
@@ -1885,6 +2129,13 @@ class _Outcome(Generic[_R]):
             task.remove_done_callback(self.report_cancellation)
         if self._on_done is not None:
             self._on_done()
+
+    def on_report(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` instead of ``on_done`` when the report comes, or
+        now if it has come; it may be called twice then, as the two race."""
+        self._on_done = callback
+        if self.reported:
+            callback()
 
     def fail_unreported(self, failure: BaseException) -> None:
         """Make ``result()`` raise ``failure`` if no report has come (and,
@@ -1965,34 +2216,33 @@ class AsyncToSync(Generic[_P, _R]):
                 f"async_to_sync needs an async function, not {self.awaitable!r}"
             )
 
-        single = None
-        # The affinity token the coroutine's thread holds, when it is not this
-        # thread's: a shared loop's thread keeps the token of the thread that
-        # started it (see asgiref.local).
-        foreign_token = None
-        if main_loop is None:
-            single = self.async_single_thread_context.get(None)
-            if single is not None:
-                shared = single._loop()
-                main_loop = shared.loop
-                if shared.token is not _affinity.token:
-                    foreign_token = shared.token
         _adopt_local_data()  # before executors.current replaces foreign data
         old_executor = _current_thread_executor()
         current_executor = CurrentThreadExecutor(old_executor)
-        # On a loop that is already running, the coroutine's report is what
-        # ends the wait; a fresh loop is waited for until it has closed.
-        call_result: _Outcome[_R] = _Outcome(
-            None if main_loop is None else current_executor._finish
-        )
         self.executors.current = current_executor
         context = [contextvars.copy_context()]
-        if foreign_token is not None:
-            # Hand this thread's Local data to the coroutine's thread, and
-            # take back what the coroutine leaves (in the finally below).
-            context[0].run(_adopt_local_data, foreign_token)
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
+        shared = None
+        entered = [None]  # the call is counted into ``shared`` until popped
+        waiting = True
         try:
+            if main_loop is None:
+                single = self.async_single_thread_context.get(None)
+                if single is not None:
+                    shared = single._enter_call()
+            if shared is not None:
+                main_loop = shared.loop
+                if shared.token is not _affinity.token:
+                    # The loop's thread holds another thread's affinity (see
+                    # asgiref.local): hand this thread's Local data to it, and
+                    # take back what the coroutine leaves (in the finally).
+                    context[0].run(_adopt_local_data, shared.token)
+            # On a loop that is already running, the coroutine's report is
+            # what ends the wait; a fresh loop is waited for until it has
+            # closed.
+            call_result: _Outcome[_R] = _Outcome(
+                None if main_loop is None else current_executor._finish
+            )
             target = self.awaitable(*args, **kwargs)
             hook = _trace_hook
             if hook is not None:
@@ -2001,24 +2251,37 @@ class AsyncToSync(Generic[_P, _R]):
                 call_result, sys.exc_info(), task_context, context, target
             )
             if main_loop is None:
-                self._run_in_fresh_loop(awaitable, current_executor, context[0])
+                self._run_in_fresh_loop(awaitable, current_executor, context[0], target)
             else:
-                if single is not None:
+                if shared is not None:
                     awaitable = _registered(awaitable, current_executor)
-                # Created in the caller's context, the task starts with a
-                # copy of it, so main_wrap finds nothing to merge one by one.
-                _call_soon_threadsafe(
-                    main_loop,
-                    context[0].run,
-                    _start_task,
-                    main_loop,
-                    awaitable,
-                    call_result,
-                )
-                # A loop that closes with the call's task unfinished (or not
-                # yet created) never reports; waiting on would block this
-                # thread, and the executor it belongs to, for good.
-                if not current_executor._run_until_finished(main_loop.is_closed):
+                try:
+                    # Created in the caller's context, the task starts with a
+                    # copy of it, so main_wrap finds nothing to merge one by
+                    # one.
+                    _call_soon_threadsafe(
+                        main_loop,
+                        context[0].run,
+                        _start_task,
+                        main_loop,
+                        awaitable,
+                        call_result,
+                    )
+                    # A loop that closes with the call's task unfinished (or
+                    # not yet created) never reports; waiting on would block
+                    # this thread, and the executor it belongs to, for good.
+                    reported = current_executor._run_until_finished(main_loop.is_closed)
+                except BaseException:
+                    # Interrupted (Ctrl-C), or the loop has closed: what the
+                    # coroutine sends this thread now fails instead of waiting
+                    # for good, and a shared loop keeps the call counted in
+                    # until the coroutine reports (or the loop ends).
+                    waiting = False
+                    current_executor._finish()
+                    if shared is not None:
+                        call_result.on_report(functools.partial(shared.leave, entered))
+                    raise
+                if not reported:
                     call_result.fail_unreported(
                         RuntimeError(
                             "The event loop running the coroutine passed to "
@@ -2026,6 +2289,8 @@ class AsyncToSync(Generic[_P, _R]):
                         )
                     )
         finally:
+            if shared is not None and waiting:
+                shared.leave(entered)
             # What the coroutine's thread left is this thread's again.
             if main_loop is None:
                 _restore_context_from_a_loop_thread(context[0])
@@ -2039,13 +2304,20 @@ class AsyncToSync(Generic[_P, _R]):
         awaitable: Coroutine[Any, Any, None],
         executor: CurrentThreadExecutor,
         context: contextvars.Context,
+        target: object = None,
     ) -> None:
-        """Run ``awaitable`` in a new event loop on a loop thread, running the
-        work it sends back to this thread until that loop has closed."""
+        """Run ``awaitable`` (which awaits ``target``) in a new event loop on a
+        loop thread, running the work it sends back to this thread until that
+        loop has closed."""
         finished: _Outcome[None] = _Outcome(executor._finish)
         token = _affinity.token
+        # Taken by the loop thread to run the job, or by this thread, when it
+        # stops waiting, to withdraw a job that has not started.
+        unclaimed = [None]
 
         def run_loop() -> Callable[[], object]:
+            if not _take(unclaimed):
+                return _nothing  # withdrawn
             own_token = _affinity.token
             _affinity.token = token
             try:
@@ -2058,8 +2330,23 @@ class AsyncToSync(Generic[_P, _R]):
                 _affinity.token = own_token
             return functools.partial(finished.set_result, None)
 
-        _loop_threads.run(run_loop)
-        executor._run_until_finished()
+        try:
+            _loop_threads.run(run_loop)
+            executor._run_until_finished()
+        except BaseException:
+            if _take(unclaimed):
+                # Refused (the interpreter is exiting), or interrupted before
+                # the job started: neither coroutine will run, and neither is
+                # to warn that it was never awaited.
+                awaitable.close()
+                if inspect.iscoroutine(target):
+                    target.close()
+            else:
+                # Interrupted (Ctrl-C) while the coroutine runs: it runs on
+                # (interpreter exit waits for it), and what it sends this
+                # thread now fails instead of waiting for good.
+                executor._finish()
+            raise
         finished.result()
 
     def __get__(self, parent: Any, objtype: Any) -> Callable[_P, _R]:
@@ -2213,12 +2500,12 @@ _default_single_thread_executor = SyncToAsync.single_thread_executor
 
 def _reset_after_fork() -> None:
     """Give the child process fresh threads: none of the parent's survived."""
-    global _default_single_thread_executor, _pid
+    global _default_single_thread_executor, _open_shared_loops_lock, _pid
     _pid = os.getpid()
     if sys.version_info < (3, 12):  # pragma: no branch - measured on 3.11
         _last_loop.ref = _no_loop
     if SyncToAsync.single_thread_executor is _default_single_thread_executor:
-        _default_single_thread_executor = ThreadPoolExecutor(max_workers=1)
+        _default_single_thread_executor = _one_thread_pool()
         SyncToAsync.single_thread_executor = _default_single_thread_executor
     for context in list(SyncToAsync.context_to_thread_executor):
         if context._executor is None:
@@ -2226,6 +2513,8 @@ def _reset_after_fork() -> None:
     AsyncToSync.loop_thread_executors.clear()
     _waiting_on_loop.clear()
     AsyncToSync.context_to_thread_executor.clear()
+    _open_shared_loops_lock = threading.Lock()
+    _open_shared_loops.clear()  # the parent's: not the child's to close
     _loop_threads.forget()
 
 
