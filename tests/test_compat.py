@@ -13,6 +13,7 @@ import asyncio.constants
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import thread as cf_thread
 from pathlib import Path
@@ -114,6 +115,11 @@ def test_eventfd_on_linux() -> None:
     assert _compat.HAS_EVENTFD
 
 
+def test_exit_runs_before_the_interpreter_joins_threads() -> None:
+    assert _compat.THREADING_ATEXIT
+    assert _compat.at_threading_exit is vars(threading)["_register_atexit"]
+
+
 # -- Probes refuse what does not fit ------------------------------------------
 
 
@@ -179,6 +185,14 @@ class _FullPool:
         for name in _compat._POOL_ATTRIBUTES:
             setattr(self, name, None)
 
+    def submit(self) -> None:
+        self._adjust_thread_count()  # type: ignore[attr-defined]  # ty: ignore[unresolved-attribute]
+
+
+class _PoolStartingThreadsElsewhere(_FullPool):
+    def submit(self) -> None:
+        pass
+
 
 @pytest.mark.parametrize(
     ("module", "fits"),
@@ -196,8 +210,16 @@ class _FullPool:
             False,
         ),
         (SimpleNamespace(ThreadPoolExecutor=_FullPool, _shutdown=0), False),
+        (
+            SimpleNamespace(
+                ThreadPoolExecutor=_PoolStartingThreadsElsewhere,
+                _shutdown=0,
+                _global_shutdown_lock=0,
+            ),
+            False,
+        ),
     ],
-    ids=["fits", "pool-lacks-internals", "module-lacks-lock"],
+    ids=["fits", "pool-lacks-internals", "module-lacks-lock", "threads-elsewhere"],
 )
 def test_the_pool_probe_needs_every_internal(module: Any, fits: bool) -> None:
     assert _compat.pool_has_internals(module) is fits
@@ -265,6 +287,7 @@ PRIVATE_NAMES_BY_CAPABILITY = {
     " _ssock _csock _internal_fds",
     "THREAD_JOIN_TIMEOUT": "THREAD_JOIN_TIMEOUT",
     "LOOP_POLICIES": "_get_event_loop_policy _BaseDefaultEventLoopPolicy _loop_factory",
+    "THREADING_ATEXIT": "_register_atexit",
 }
 PRIVATE_NAMES = {
     name: capability

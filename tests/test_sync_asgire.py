@@ -33,7 +33,6 @@ from asgiref.sync import (
 with contextlib.suppress(ImportError):
     from asgiref import _compat
     from asgiref._bridge import (
-        fresh_loop,
         loop_inbox,
         loop_threads,
         outer_loop,
@@ -280,7 +279,7 @@ def test_a_loop_thread_keeps_its_selector_and_self_pipe_until_it_ends(
 ) -> None:
     cache = loop_threads.LoopThreads()
     cache.idle_timeout = 1.0  # long enough for the second call on a slow machine
-    monkeypatch.setattr(fresh_loop, "loop_thread_cache", cache)
+    monkeypatch.setattr(loop_threads, "loop_thread_cache", cache)
     wrapper = async_to_sync(loop_and_thread)
     first_loop, thread = wrapper()
     second_loop, same_thread = wrapper()

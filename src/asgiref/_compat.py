@@ -1,25 +1,21 @@
-"""Every Python version difference and every CPython private name asgiref uses.
+"""Every Python version difference and every CPython private name asgiref uses
+(not to be confused with ``asgiref.compatibility``, about ASGI apps).
 
-Not to be confused with ``asgiref.compatibility`` (ASGI application styles).
+Guarantees: each difference between the supported Pythons (3.10 to 3.15),
+and each private name of the standard library the package touches, is
+settled here, at import, as a named capability. A missing one never breaks
+an import or a call: each has a slower but correct fallback, and its entry
+says which, the versions it was checked on, and when it can go.
+``tests/test_compat.py`` asserts that each is live on every supported
+Python, so that a CPython change turns CI red instead of silently switching
+a fast path off.
 
-What this guarantees: each difference between the supported Pythons (3.10 to
-3.15), and each private name of the standard library that the rest of the
-package touches, is settled here, once, at import, and exposed as a named
-capability. A capability that is missing never breaks an import or a call:
-each has a fallback, slower but correct, and the entry below says which. The
-entries also say which versions the assumption was checked on, and when it
-can go. ``tests/test_compat.py`` asserts that every capability is live on
-each supported Python, so that a CPython release that changes one turns CI
-red instead of silently switching a fast path off.
+Relies on: the standard library only, so that ``asgiref.local`` and
+``asgiref.current_thread_executor`` can use it and stay leaves.
 
-What it relies on: nothing but the standard library. It imports no other
-module of this package, so that ``asgiref.local`` and
-``asgiref.current_thread_executor`` can use it and still be leaves.
-
-Marking: code that touches a private name of the standard library, here or
-elsewhere, carries (or is preceded by) a ``# cpython-private: NAME[, NAME...]``
-comment; ``tests/test_compat.py`` lists each name with its capability, and
-fails on a marked name it does not list, or a listed one nobody marks.
+Marking: code that touches a private name, here or elsewhere, carries (or is
+preceded by) a ``# cpython-private: NAME[, NAME...]`` comment; the test
+lists each name with its capability, and fails on one it does not list.
 """
 
 from __future__ import annotations
@@ -29,6 +25,7 @@ import asyncio.base_events
 import asyncio.constants
 import asyncio.coroutines
 import asyncio.events
+import atexit
 import inspect
 import os
 import sys
@@ -112,8 +109,6 @@ running_loop: Callable[[], asyncio.AbstractEventLoop] = (
 
 
 def _forget_last_loop() -> None:
-    """After fork(): only the forking thread survives, and its loop, if it
-    ran one, belongs to the parent."""
     _last_loop.ref = _no_loop
 
 
@@ -152,9 +147,8 @@ def marker_set_by(mark: Callable[[Any], object]) -> tuple[str, object] | None:
 
     def probe() -> None: ...
 
-    before = dict(vars(probe))
     mark(probe)
-    added = [(name, value) for name, value in vars(probe).items() if name not in before]
+    added = list(vars(probe).items())
     if len(added) != 1:
         return None
     name, value = added[0]
@@ -221,8 +215,15 @@ def pool_has_internals(module: Any) -> bool:
     # pools' threads ("ThreadPoolExecutor-N_0"), and every pool made after
     # this would be named differently than with upstream.
     probe = module.ThreadPoolExecutor(max_workers=1, thread_name_prefix="asgiref-probe")
-    return all(hasattr(probe, name) for name in _POOL_ATTRIBUTES) and all(
-        hasattr(module, name) for name in ("_shutdown", "_global_shutdown_lock")
+    # submit() starts the pool's threads through _adjust_thread_count().
+    submit = getattr(module.ThreadPoolExecutor, "submit", None)
+    return (
+        all(hasattr(probe, name) for name in _POOL_ATTRIBUTES)
+        and all(
+            hasattr(module, name) for name in ("_shutdown", "_global_shutdown_lock")
+        )
+        and isinstance(submit, FunctionType)
+        and "_adjust_thread_count" in submit.__code__.co_names
     )
 
 
@@ -368,16 +369,20 @@ EAGER_TASKS = sys.version_info >= (3, 12)
 
 HAS_EVENTFD = hasattr(os, "eventfd")
 
+# THREADING_ATEXIT / at_threading_exit(func): threading._register_atexit
+#   runs func once the main thread is done, before the interpreter joins the
+#   other threads (asgiref._bridge.at_exit). Fallback: atexit.register, which
+#   runs only after that join, so a block never exited could hold the exit
+#   up. Checked on 3.10-3.15. Can go: when threading offers it publicly.
 
-# -- fork() -------------------------------------------------------------------
+_register_atexit = getattr(
+    threading, "_register_atexit", None
+)  # cpython-private: _register_atexit
+THREADING_ATEXIT = _register_atexit is not None
+at_threading_exit: Callable[..., Any] = _register_atexit or atexit.register
 
 
-def after_fork_in_child(reset: Callable[[], object]) -> None:
-    """Have ``reset`` called in a child process after fork(), where there
-    is fork() (not on Windows)."""
-    if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
-        os.register_at_fork(after_in_child=reset)
-
-
-if RUNNING_LOOP_CACHE:  # pragma: no branch - coverage is measured on 3.11
-    after_fork_in_child(_forget_last_loop)
+# After fork() only the forking thread survives, and its loop, if it ran
+# one, belongs to the parent (no fork() on Windows).
+if RUNNING_LOOP_CACHE and hasattr(os, "register_at_fork"):  # pragma: no branch
+    os.register_at_fork(after_in_child=_forget_last_loop)

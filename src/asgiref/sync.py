@@ -66,6 +66,7 @@ from . import _compat
 from ._bridge import fork as _fork
 from ._bridge import hooks as _hooks
 from ._bridge import outer_loop as _outer_loop
+from ._bridge.at_exit import finish as _finish_at_exit
 from ._bridge.context import adopt_local_data as _adopt_local_data
 from ._bridge.context import given_context_runner as _given_context_runner
 from ._bridge.context import merge_context as _merge_context
@@ -74,14 +75,14 @@ from ._bridge.context import (
     restore_context_from_a_loop_thread as _restore_context_from_a_loop_thread,
 )
 from ._bridge.fresh_loop import run_on_loop_thread as _run_on_loop_thread
-from ._bridge.loop_inbox import call_soon_threadsafe as _call_soon_threadsafe
 from ._bridge.outer_loop import caller_loop as _caller_loop
 from ._bridge.outer_loop import registered as _registered
-from ._bridge.outer_loop import start_task as _start_task
+from ._bridge.outer_loop import run_on_running_loop as _run_on_running_loop
 from ._bridge.pool import retire as _retire
 from ._bridge.shared_loop import SharedLoop as _SharedLoop
 from ._bridge.sync_call import SyncCall as _SyncCall
 from ._bridge.sync_call import start as _start
+from ._bridge.threads import one_thread_pool as _one_thread_pool
 from ._bridge.waiter import Outcome as _Outcome
 from ._bridge.waiter import Waiter as _Waiter
 from ._bridge.wrapping import copy_metadata as _copy_metadata
@@ -203,47 +204,69 @@ class AsyncSingleThreadContext:
     ``with AsyncSingleThreadContext():`` keeps one event loop, on one thread,
     for all ``async_to_sync`` calls made in the block from sync code, so that
     objects bound to a loop (connection pools, clients) survive from one call
-    to the next. When the outermost block exits, tasks still running are
-    cancelled and awaited, async generators and the loop's default executor
-    are shut down, and the loop and its thread are closed. Nested blocks
-    share the outermost one's loop.
+    to the next. When the outermost block exits, it waits for the calls still
+    running in it (made by other threads that share the block's context);
+    then tasks still running are cancelled and awaited, async generators and
+    the loop's default executor are shut down, and the loop and its thread
+    are closed. Nested blocks share the outermost one's loop. A block never
+    exited is closed that way when it is garbage collected, or at the latest
+    when the interpreter exits; a call made in its context after it has
+    exited runs as outside any block.
     """
 
     def __init__(self) -> None:
         self.token: contextvars.Token[AsyncSingleThreadContext] | None = None
         self._shared_loop: _SharedLoop | None = None
-        # Threads sharing the context may make its first call at once.
-        self._starting = threading.Lock()
+        # Orders the exit against the loop's start and each call's entry
+        # (threads sharing the context may call at once).
+        self._lock = threading.Lock()
 
     def __enter__(self) -> AsyncSingleThreadContext:
         if AsyncToSync.async_single_thread_context.get(None) is None:
-            self.token = AsyncToSync.async_single_thread_context.set(self)
+            token = AsyncToSync.async_single_thread_context.set(self)
+            with self._lock:
+                self.token = token
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self.token is None:
+        with self._lock:
+            token, self.token = self.token, None
+            shared, self._shared_loop = self._shared_loop, None
+        if token is None:
             return
-        if self._shared_loop is not None:
-            self._shared_loop.stop()
-            self._shared_loop = None
-        executor = AsyncToSync.context_to_thread_executor.pop(self, None)
-        if executor is not None:
-            executor.shutdown()
-        AsyncToSync.async_single_thread_context.reset(self.token)
-        self.token = None
+        try:
+            if shared is not None:
+                shared.finalizer.detach()
+                shared.close()
+            executor = AsyncToSync.context_to_thread_executor.pop(self, None)
+            if executor is not None:
+                executor.shutdown()
+        finally:
+            AsyncToSync.async_single_thread_context.reset(token)
 
-    def _loop(self) -> _SharedLoop:
-        """The block's loop, started by its first ``async_to_sync`` call."""
-        with self._starting:
+    def _enter_call(self) -> _SharedLoop | None:
+        """Count an ``async_to_sync`` call into the block's loop, started by
+        the first one; None once the block has exited (or the interpreter is
+        exiting): the call then runs as outside any block."""
+        with self._lock:
+            if self.token is None:
+                return None
             shared = self._shared_loop
             if shared is None or shared.pid != _fork.pid:  # none yet, or the parent's
                 executor = AsyncToSync.context_to_thread_executor.get(self)
                 if executor is None:
                     executor = ThreadPoolExecutor(max_workers=1)
                     AsyncToSync.context_to_thread_executor[self] = executor
-                shared = self._shared_loop = _SharedLoop(executor, _affinity.tag)
+                shared = _SharedLoop(self._lock, _affinity.tag)
+                if not shared.start(executor):
+                    return None
+                self._shared_loop = shared
                 # A context dropped without exiting still closes its loop.
-                weakref.finalize(self, shared.stop)
+                shared.finalizer = weakref.finalize(self, shared.close)
+                shared.finalizer.atexit = False  # _bridge.at_exit's job
+            elif shared.closing:
+                return None  # closed at interpreter exit
+            shared.calls += 1
         return shared
 
 
@@ -370,34 +393,33 @@ class AsyncToSync(Generic[_P, _R]):
                 f"async_to_sync needs an async function, not {self.awaitable!r}"
             )
 
-        single = None
-        # The affinity tag the coroutine's thread holds, when it is not this
-        # thread's: a shared loop's thread keeps the tag of the thread that
-        # started it (see asgiref.local).
-        foreign_tag = None
-        if main_loop is None:
-            single = self.async_single_thread_context.get(None)
-            if single is not None:
-                shared = single._loop()
-                main_loop = shared.loop
-                if shared.tag is not _affinity.tag:
-                    foreign_tag = shared.tag
         _adopt_local_data()  # before executors.current replaces foreign data
         old_executor = _current_thread_executor()
         current_executor = CurrentThreadExecutor(old_executor)
-        # On a loop that is already running, the coroutine's report is what
-        # ends the wait; a fresh loop is waited for until it has closed.
-        call_result: _Outcome[_R] = _Outcome(
-            None if main_loop is None else current_executor._finish
-        )
         self.executors.current = current_executor
         context = [contextvars.copy_context()]
-        if foreign_tag is not None:
-            # Hand this thread's Local data to the coroutine's thread, and
-            # take back what the coroutine leaves (in the finally below).
-            context[0].run(_adopt_local_data, foreign_tag)
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
+        shared = None
+        entered = [None]  # the call is counted into ``shared`` until popped
+        waiting = True
         try:
+            if main_loop is None:
+                single = self.async_single_thread_context.get(None)
+                if single is not None:
+                    shared = single._enter_call()
+            if shared is not None:
+                main_loop = shared.loop
+                if shared.tag is not _affinity.tag:
+                    # The loop's thread holds another thread's affinity (see
+                    # asgiref.local): hand this thread's Local data to it, and
+                    # take back what the coroutine leaves (in the finally).
+                    context[0].run(_adopt_local_data, shared.tag)
+            # On a loop that is already running, the coroutine's report is
+            # what ends the wait; a fresh loop is waited for until it has
+            # closed.
+            call_result: _Outcome[_R] = _Outcome(
+                None if main_loop is None else current_executor._finish
+            )
             target = self.awaitable(*args, **kwargs)
             hook = _hooks.trace_hook
             if hook is not None:
@@ -406,29 +428,29 @@ class AsyncToSync(Generic[_P, _R]):
                 call_result, sys.exc_info(), task_context, context, target
             )
             if main_loop is None:
-                _run_on_loop_thread(awaitable, current_executor, context[0])
-            else:
-                if single is not None:
-                    awaitable = _registered(awaitable, current_executor)
-                # Created in the caller's context, the task starts with a
-                # copy of it, so main_wrap finds nothing to merge one by one.
-                _call_soon_threadsafe(
-                    main_loop,
-                    context[0].run,
-                    _start_task,
-                    main_loop,
-                    awaitable,
-                    call_result,
+                _run_on_loop_thread(awaitable, current_executor, context[0], target)
+            elif shared is None:
+                _run_on_running_loop(
+                    main_loop, awaitable, call_result, current_executor, context[0]
                 )
-                # Stop waiting once the loop has closed (see _bridge.waiter).
-                if not current_executor._run_until_finished(main_loop.is_closed):
-                    call_result.fail_unreported(
-                        RuntimeError(
-                            "The event loop running the coroutine passed to "
-                            "async_to_sync closed before the coroutine finished"
-                        )
+            else:
+                try:
+                    _run_on_running_loop(
+                        main_loop,
+                        _registered(awaitable, current_executor),
+                        call_result,
+                        current_executor,
+                        context[0],
                     )
+                except BaseException:
+                    # No longer waiting: the call stays counted in until the
+                    # coroutine reports (or the loop ends).
+                    waiting = False
+                    call_result.on_report(functools.partial(shared.leave, entered))
+                    raise
         finally:
+            if shared is not None and waiting:
+                shared.leave(entered)
             # What the coroutine's thread left is this thread's again.
             if main_loop is None:
                 _restore_context_from_a_loop_thread(context[0])
@@ -504,7 +526,7 @@ class SyncToAsync(Generic[_P, _R]):
 
     # Runs thread-sensitive calls that have no better place. It may be
     # replaced (at start-up) by another one-thread executor.
-    single_thread_executor: ThreadPoolExecutor = ThreadPoolExecutor(max_workers=1)
+    single_thread_executor: ThreadPoolExecutor = _one_thread_pool()
 
     thread_sensitive_context: contextvars.ContextVar[ThreadSensitiveContext] = (
         contextvars.ContextVar("thread_sensitive_context")
@@ -668,7 +690,7 @@ class SyncToAsync(Generic[_P, _R]):
                 )
             executor = self.context_to_thread_executor.get(context)
             if executor is None:
-                executor = ThreadPoolExecutor(max_workers=1)
+                executor = _one_thread_pool()
                 self.context_to_thread_executor[context] = executor
             return executor
         loop_executor = AsyncToSync.loop_thread_executors.get(loop)
@@ -803,7 +825,7 @@ def sync_to_async(
     return SyncToAsync(func, thread_sensitive, executor, context)
 
 
-# -- fork() ---------------------------------------------------------------------------
+# -- fork() and interpreter exit -------------------------------------------------------
 
 
 _default_single_thread_executor = SyncToAsync.single_thread_executor
@@ -814,7 +836,7 @@ def _reset_after_fork() -> None:
     of the parent's survived. (Each mechanism resets its own state.)"""
     global _default_single_thread_executor
     if SyncToAsync.single_thread_executor is _default_single_thread_executor:
-        _default_single_thread_executor = ThreadPoolExecutor(max_workers=1)
+        _default_single_thread_executor = _one_thread_pool()
         SyncToAsync.single_thread_executor = _default_single_thread_executor
     for context in list(SyncToAsync.context_to_thread_executor):
         if context._executor is None:
@@ -822,4 +844,7 @@ def _reset_after_fork() -> None:
     AsyncToSync.context_to_thread_executor.clear()
 
 
-_compat.after_fork_in_child(_reset_after_fork)
+_fork.after_fork_in_child(_reset_after_fork)
+# Interpreter exit lets the coroutines in flight finish, and closes the
+# blocks' loops still open (see _bridge.at_exit).
+_compat.at_threading_exit(_finish_at_exit)

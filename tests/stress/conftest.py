@@ -3,6 +3,10 @@
 Every module here is marked ``stress`` and so is deselected by a plain
 ``pytest`` run; ``uv run pytest -m stress tests/stress`` runs the suite and
 prints the figures it recorded (calls, threads, peak memory) at the end.
+
+``ASGIRE_SWITCH_INTERVAL=1e-6`` in the environment runs it with that
+``sys.setswitchinterval()``: the interpreter then switches threads between
+almost every bytecode, which brings out races a normal run rarely hits.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -22,6 +27,22 @@ import pytest
 ASGIRE = importlib.util.find_spec("asgire") is not None
 
 _FIGURES: dict[str, dict[str, object]] = {}
+
+SWITCH_INTERVAL = os.environ.get("ASGIRE_SWITCH_INTERVAL", "")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def switch_interval() -> Iterator[None]:
+    """Run the suite under ``ASGIRE_SWITCH_INTERVAL``, when set."""
+    if not SWITCH_INTERVAL:
+        yield
+        return
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(float(SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 class Figures:
@@ -41,6 +62,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     provider = "asgire" if ASGIRE else "upstream asgiref"
     terminalreporter.section(f"stress figures ({provider})")
+    if SWITCH_INTERVAL:
+        terminalreporter.write_line(f"sys.setswitchinterval({SWITCH_INTERVAL})")
     for test, values in _FIGURES.items():
         shown = ", ".join(f"{name}={_show(value)}" for name, value in values.items())
         terminalreporter.write_line(f"{test}: {shown}")

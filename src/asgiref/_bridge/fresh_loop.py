@@ -19,6 +19,10 @@ Guarantees:
   too. Only the repeated starts and stops of the loop are saved.
 - The loop thread runs the coroutine with the caller's affinity tag, so that
   ``Local`` data is shared with the caller, and gives its own back after.
+- A caller interrupted (Ctrl-C) before the loop thread took the job
+  withdraws it, and closes the coroutines unrun; one interrupted while the
+  coroutine runs leaves it running (interpreter exit waits for it), and the
+  work it sends back fails instead of waiting for good.
 
 Relies on: an asyncio loop keeping its ready callbacks in ``_ready``
 (``_compat.LOOP_READY_QUEUE``: a loop without one always takes its turns);
@@ -34,6 +38,7 @@ import asyncio
 import asyncio.events
 import contextvars
 import functools
+import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -45,8 +50,10 @@ from .._compat import (
 )
 from ..current_thread_executor import CurrentThreadExecutor
 from ..local import _affinity
-from .loop_threads import LoopThreadEventLoop, loop_thread_cache
+from . import loop_threads
+from .loop_threads import LoopThreadEventLoop
 from .outer_loop import registered
+from .threads import nothing, take
 from .waiter import Outcome
 
 _stock_new_event_loop = asyncio.events.new_event_loop
@@ -57,13 +64,20 @@ def run_on_loop_thread(
     awaitable: Coroutine[Any, Any, None],
     executor: CurrentThreadExecutor,
     context: contextvars.Context,
+    target: object = None,
 ) -> None:
-    """Run ``awaitable`` in a new event loop on a loop thread, running the
-    work it sends back to this thread until that loop has closed."""
+    """Run ``awaitable`` (which awaits ``target``) in a new event loop on a
+    loop thread, running the work it sends back to this thread until that
+    loop has closed."""
     finished: Outcome[None] = Outcome(executor._finish)
     tag = _affinity.tag
+    # Taken by the loop thread to run the job, or by this thread, when it
+    # stops waiting, to withdraw a job that has not started.
+    unclaimed = [None]
 
     def run_loop() -> Callable[[], object]:
+        if not take(unclaimed):
+            return nothing  # withdrawn
         own_tag = _affinity.tag
         _affinity.tag = tag
         try:
@@ -76,8 +90,23 @@ def run_on_loop_thread(
             _affinity.tag = own_tag
         return functools.partial(finished.set_result, None)
 
-    loop_thread_cache.run(run_loop)
-    executor._run_until_finished()
+    try:
+        loop_threads.loop_thread_cache.run(run_loop)
+        executor._run_until_finished()
+    except BaseException:
+        if take(unclaimed):
+            # Refused (the interpreter is exiting), or interrupted before the
+            # job started: neither coroutine will run, and neither is to warn
+            # that it was never awaited.
+            awaitable.close()
+            if inspect.iscoroutine(target):
+                target.close()
+        else:
+            # Interrupted (Ctrl-C) while the coroutine runs: it runs on
+            # (interpreter exit waits for it), and what it sends this thread
+            # now fails instead of waiting for good.
+            executor._finish()
+        raise
     finished.result()
 
 
@@ -125,7 +154,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         and asyncio.events.new_event_loop is _stock_new_event_loop
         and default_policy_loop_class() is asyncio.SelectorEventLoop
     ):
-        return LoopThreadEventLoop(loop_thread_cache.loop_parts())
+        return LoopThreadEventLoop(loop_threads.loop_thread_cache.loop_parts())
     return asyncio.events.new_event_loop()
 
 

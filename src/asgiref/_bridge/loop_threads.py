@@ -15,6 +15,11 @@ Guarantees:
 - A job returns the callable that tells its caller it is done; the thread
   calls it only once it is back on the idle list, so that a caller making its
   next call at once finds the thread there instead of starting another.
+- A busy thread never holds up interpreter exit by itself (the threads are
+  daemons), and an idle one never does: ``close()`` refuses new jobs and
+  waits for the running ones, which ``at_exit`` does at interpreter exit.
+  A job handed to a thread that fails to start (or whose start was
+  interrupted) is withdrawn, and not counted as running.
 - Each thread keeps one selector and self-pipe (``LoopParts``) for all the
   loops it runs, made on first use and closed when the thread ends. Every
   loop is still new (``LoopThreadEventLoop``) and closed after its one run;
@@ -29,9 +34,11 @@ once; the selector loop making and closing its self-pipe in two methods this
 overrides (``_compat.KEPT_SELF_PIPE``; without it, loops come from
 ``asyncio.events.new_event_loop()`` as they are, see ``fresh_loop``).
 
-State: ``LoopThreads``' idle list, thread count and set of kept parts are
-shared by all threads under its lock; each thread's own parts are in a
-thread-local. ``loop_thread_cache`` is the process's one cache.
+State: ``LoopThreads``' idle list, counts of started and busy threads, and
+set of kept parts are shared by all threads under its lock; each thread's
+own parts are in a thread-local. ``loop_thread_cache`` is the process's one
+cache, read as ``loop_threads.loop_thread_cache`` (so that a test may swap
+it). Its threads begin in an empty context (see ``threads``).
 """
 
 from __future__ import annotations
@@ -44,10 +51,15 @@ from collections.abc import Callable
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING
 
-from .._compat import after_fork_in_child
+from .fork import after_fork_in_child
+from .threads import start_thread, take
 
 # A job runs on a loop thread and returns what reports it done.
 Job = Callable[[], Callable[[], object]]
+
+# What a job handed over once interpreter exit has begun is refused with, as
+# upstream's pools refuse new work then.
+AFTER_SHUTDOWN = "cannot schedule new futures after interpreter shutdown"
 
 
 class LoopThreads:
@@ -62,24 +74,69 @@ class LoopThreads:
         self._started = 0
         self._kept = threading.local()
         self._all_parts: set[LoopParts] = set()
+        # Jobs handed out and still running, which interpreter exit waits for.
+        self._busy = 0
+        self._closed = False
+        self._drained: threading.Event | None = None
 
     def run(self, job: Job) -> None:
+        """Run ``job`` on an idle loop thread, or a new one."""
         with self._lock:
+            if self._closed:
+                raise RuntimeError(AFTER_SHUTDOWN)
+            self._busy += 1
             if self._idle:
                 self._idle.pop().put(job)
                 return
             self._started += 1
             name = f"asgire-loop-{self._started}"
-        threading.Thread(target=self._work, args=(job,), name=name, daemon=True).start()
-
-    def _work(self, job: Job) -> None:
+        # The job goes through the slot: the thread's arguments stay
+        # referenced for as long as it lives, and must not keep the job's
+        # coroutine and context alive.
         slot: SimpleQueue[Job] = SimpleQueue()
+        slot.put(job)
+        unclaimed = [None]
+        thread = threading.Thread(
+            target=self._work, args=(slot, unclaimed), name=name, daemon=True
+        )
         try:
+            start_thread(thread)
+        except BaseException:
+            # It failed to start, or this thread was interrupted (Ctrl-C)
+            # while it started: unless it has taken the job already, it never
+            # will, and the job is not counted as running.
+            if take(unclaimed):
+                self._job_ended()
+            raise
+
+    def _job_ended(self, idle_slot: SimpleQueue[Job] | None = None) -> None:
+        """Count a job as ended, and put its thread (its slot) on the idle list."""
+        with self._lock:
+            if idle_slot is not None:
+                self._idle.append(idle_slot)
+            self._busy -= 1
+            if not self._busy and self._drained is not None:
+                self._drained.set()
+
+    def close(self) -> None:
+        """Take no more jobs, and wait for the running ones to end (at exit)."""
+        with self._lock:
+            self._closed = True
+            if self._busy and self._drained is None:
+                self._drained = threading.Event()
+            drained = self._drained
+        if drained is not None:
+            drained.wait()
+
+    def _work(self, slot: SimpleQueue[Job], unclaimed: list[None]) -> None:
+        try:
+            if not take(unclaimed):
+                return  # withdrawn by run(): its start was interrupted
+            job = slot.get()
             while True:
                 report_done = job()
                 del job
-                with self._lock:
-                    self._idle.append(slot)
+                self._job_ended(slot)
                 report_done()
                 del report_done
                 try:
@@ -115,6 +172,8 @@ class LoopThreads:
         """
         self._lock = threading.Lock()
         self._idle = []
+        self._busy = 0
+        self._drained = None
         forking_thread = threading.get_ident()
         kept = set()
         for parts in self._all_parts:

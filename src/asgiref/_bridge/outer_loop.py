@@ -32,14 +32,17 @@ child empties both (the loops are the parent's).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
-from .._compat import EAGER_TASKS, after_fork_in_child
+from .._compat import EAGER_TASKS
 from ..current_thread_executor import CurrentThreadExecutor
 from . import fork
+from .fork import after_fork_in_child
 from .hooks import plain_loop_method
+from .loop_inbox import call_soon_threadsafe
 from .waiter import Outcome
 
 # The running loop and the list AsyncToSync registers its tasks in, set on
@@ -118,6 +121,36 @@ def start_task(
         # never reports: report the cancellation for it.
         task.add_done_callback(outcome.report_cancellation)
         outcome.task = task
+
+
+def run_on_running_loop(
+    loop: asyncio.AbstractEventLoop,
+    awaitable: Coroutine[Any, Any, None],
+    outcome: Outcome[Any],
+    executor: CurrentThreadExecutor,
+    context: contextvars.Context,
+) -> None:
+    """Run ``awaitable`` (which reports into ``outcome``) as a task on
+    ``loop``, running on this thread the work it sends back until it
+    reports, or until ``loop`` has closed without it."""
+    try:
+        # Created in the caller's context, the task starts with a copy of
+        # it, so main_wrap finds nothing to merge one by one.
+        call_soon_threadsafe(loop, context.run, start_task, loop, awaitable, outcome)
+        # Stop waiting once the loop has closed (see waiter).
+        reported = executor._run_until_finished(loop.is_closed)
+    except BaseException:
+        # Interrupted (Ctrl-C), or the loop has closed: what the coroutine
+        # sends this thread now fails instead of waiting for good.
+        executor._finish()
+        raise
+    if not reported:
+        outcome.fail_unreported(
+            RuntimeError(
+                "The event loop running the coroutine passed to "
+                "async_to_sync closed before the coroutine finished"
+            )
+        )
 
 
 def caller_loop() -> asyncio.AbstractEventLoop | None:

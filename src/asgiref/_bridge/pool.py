@@ -19,6 +19,9 @@ Guarantees:
 - ``retire(executor)`` returns once the executor is shut down and its thread
   has ended, and keeps the loop running meanwhile, so that the thread can
   finish a call that waits on this very loop.
+- A worker it starts begins in an empty context (see ``threads``);
+  ``unhooked_pool`` tells where ``submit()`` may be called in one too,
+  because only the stdlib's code would see it.
 
 Relies on: the private names of the stdlib pool listed under
 ``_compat.POOL_HAND_OFF`` (off: every call goes through ``submit()``).
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -39,6 +43,7 @@ from typing import Any
 from .._compat import POOL_HAND_OFF
 from .hooks import is_original
 from .loop_inbox import call_soon_threadsafe
+from .threads import start_thread
 
 
 class IdleCount:
@@ -93,7 +98,9 @@ def queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
             idle = pool._idle_semaphore  # type: ignore[attr-defined]
             if type(idle) is threading.Semaphore:
                 pool._idle_semaphore = IdleCount(pool._max_workers, idle._value)  # type: ignore[assignment,attr-defined]  # ty: ignore[invalid-assignment]
-            pool._adjust_thread_count()  # type: ignore[attr-defined]
+            # A worker started for whichever call comes first serves every
+            # later one: it begins in an empty context (see threads).
+            contextvars.Context().run(pool._adjust_thread_count)  # type: ignore[attr-defined]
     return True
 
 
@@ -135,6 +142,16 @@ async def retire(executor: Executor) -> None:
         executor.shutdown()
         notify()
 
-    joiner = threading.Thread(target=join, name="asgire-executor-join", daemon=True)
-    joiner.start()
+    start_thread(
+        threading.Thread(target=join, name="asgire-executor-join", daemon=True)
+    )
     await drained
+
+
+def unhooked_pool(pool: object) -> bool:
+    """Whether handing ``pool`` work through ``submit()`` runs only the
+    stdlib's own code (None: the pool asyncio makes for a loop without one)."""
+    return (
+        pool is None
+        or (type(pool) is ThreadPoolExecutor and "submit" not in vars(pool))
+    ) and is_original(ThreadPoolExecutor.submit, _cf_thread.__file__)

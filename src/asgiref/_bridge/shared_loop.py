@@ -1,20 +1,33 @@
 """The one event loop an ``AsyncSingleThreadContext`` runs every
 ``async_to_sync`` call of its block in.
 
-Guarantees: the loop starts with the block's first call, on the block's
-one-thread executor, and runs until the block exits (or is garbage
-collected); then it closes as ``asyncio.run`` would close it (see
-``fresh_loop.wind_down``). Its thread holds, for good, the affinity tag of
-the thread that started it, so that ``Local`` data is shared with that
-thread; callers from other threads hand theirs over (see
-``asgiref.sync.AsyncToSync``). The loop has an inbox, where there is one
-(``loop_inbox``), since every call in the block posts to it.
+Guarantees:
+
+- The loop starts with the block's first call, on the block's one-thread
+  executor, in an empty context, and runs until the block exits, is garbage
+  collected, or the interpreter exits (see ``at_exit``); then it closes as
+  ``asyncio.run`` would close it (see ``fresh_loop.wind_down``).
+- Closing waits for the calls still running in it, as upstream's executor
+  shutdown does, and cancels only the tasks left over once they are done.
+  Calls count themselves in and out under the block's lock, the one its
+  exit takes: a call either gets in before the exit, which then waits for
+  it, or finds the block exited. A call is counted out once, whoever comes
+  first: its thread, or its coroutine's report when that thread stopped
+  waiting.
+- The loop's thread holds, for good, the affinity tag of the thread that
+  started it, so that ``Local`` data is shared with that thread; callers
+  from other threads hand theirs over (see ``asgiref.sync.AsyncToSync``).
+  The loop has an inbox, where there is one (``loop_inbox``), since every
+  call in the block posts to it.
+- A forked child neither closes nor waits for its parent's loops.
 
 Relies on: ``asyncio.events.new_event_loop()`` making what ``asyncio.run``
 would; the executor running one job at a time on one thread.
 
-State: each ``SharedLoop`` belongs to its context; ``pid`` tells a forked
-child that the loop is its parent's, and to start its own.
+State: each ``SharedLoop`` belongs to its block, its counts guarded by the
+block's lock. ``_open``, the loops not yet closed, and ``_exiting`` are
+shared by all threads under ``_open_lock``; a forked child starts them
+afresh.
 """
 
 from __future__ import annotations
@@ -22,33 +35,66 @@ from __future__ import annotations
 import asyncio
 import asyncio.events
 import contextlib
+import contextvars
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import weakref
+from concurrent.futures import Executor, Future
+from typing import Any
 
 from ..local import _affinity
 from . import fork
+from .fork import after_fork_in_child
 from .fresh_loop import wind_down
 from .loop_inbox import open_inbox
+from .threads import take
+
+_open_lock = threading.Lock()
+_open: set[SharedLoop] = set()
+_exiting = False
 
 
 class SharedLoop:
-    """A block's loop, started on ``executor`` with affinity tag ``tag``."""
+    """A block's loop; its thread holds the affinity tag ``tag``."""
 
-    def __init__(self, executor: ThreadPoolExecutor, tag: object) -> None:
-        ready: Future[tuple[asyncio.AbstractEventLoop, int]] = Future()
+    # Closes the loop when the block is dropped; set once the loop runs.
+    finalizer: weakref.finalize[Any, Any]
+
+    def __init__(self, lock: threading.Lock, tag: object) -> None:
         self.pid = fork.pid
-        self.tag = tag  # the affinity its thread holds for good
-        self.finished = executor.submit(self._serve, ready, tag)
-        self.loop, self.thread_id = ready.result()
+        self.tag = tag
+        self.lock = lock
+        self.calls = 0
+        self.closing = False
+        self.ended = False  # the loop has closed, whoever closed it
+        self._drained: threading.Event | None = None
 
-    @staticmethod
-    def _serve(
-        ready: Future[tuple[asyncio.AbstractEventLoop, int]], tag: object
-    ) -> None:
-        _affinity.tag = tag
-        loop = asyncio.events.new_event_loop()  # what asyncio.run would call
+    def start(self, executor: Executor) -> bool:
+        """Start the loop on ``executor``; False at interpreter exit."""
+        with _open_lock:
+            if _exiting:
+                return False
+            _open.add(self)
+        ready: Future[tuple[asyncio.AbstractEventLoop, int]] = Future()
+        try:
+            # The thread the executor starts for it begins in an empty context.
+            self.finished = contextvars.Context().run(
+                executor.submit, self._serve, ready
+            )
+            self.loop, self.thread_id = ready.result()
+        except BaseException:
+            self._forget()
+            raise
+        return True
+
+    def _serve(self, ready: Future[tuple[asyncio.AbstractEventLoop, int]]) -> None:
+        _affinity.tag = self.tag
+        try:
+            loop = asyncio.events.new_event_loop()  # what asyncio.run would call
+        except BaseException as exc:
+            ready.set_exception(exc)
+            raise
         asyncio.set_event_loop(loop)
-        open_inbox(loop)  # every call in the block posts to this loop
+        open_inbox(loop)
         ready.set_result((loop, threading.get_ident()))
         try:
             loop.run_forever()
@@ -56,10 +102,60 @@ class SharedLoop:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+            # Stopped from within (a coroutine stopped it, or an exception
+            # escaped it): the calls left in it will never report.
+            with self.lock:
+                self.ended = True
+                if self._drained is not None:
+                    self._drained.set()
 
-    def stop(self) -> None:
-        """Stop and close the loop; waits for that unless called on its thread."""
+    def leave(self, entered: list[None]) -> None:
+        """Count a call out, once (``entered`` holds one element until then)."""
+        if not take(entered):
+            return
+        with self.lock:
+            self.calls -= 1
+            if not self.calls and self._drained is not None:
+                self._drained.set()
+
+    def close(self) -> None:
+        """Take no more calls, wait for those in flight, then stop and close
+        the loop; waits for that unless called on the loop's thread."""
+        if self.pid != fork.pid:
+            return  # the parent's, whose thread did not survive fork()
+        with self.lock:
+            self.closing = True
+            if self.calls and not self.ended and self._drained is None:
+                self._drained = threading.Event()
+            drained = self._drained
+        if drained is not None:
+            drained.wait()
+        self._forget()
         with contextlib.suppress(RuntimeError):  # raised when already closed
             self.loop.call_soon_threadsafe(self.loop.stop)
         if threading.get_ident() != self.thread_id:
             self.finished.result()
+
+    def _forget(self) -> None:
+        with _open_lock:
+            _open.discard(self)
+
+
+def close_all_at_exit() -> None:
+    """Refuse new loops, and close every loop still open (at interpreter exit)."""
+    global _exiting
+    with _open_lock:
+        _exiting = True
+        still_open = list(_open)
+    for shared in still_open:
+        with contextlib.suppress(Exception):  # the others must close all the same
+            shared.close()
+
+
+def _forget_the_parents_loops() -> None:
+    global _open_lock
+    _open_lock = threading.Lock()
+    _open.clear()  # the parent's: not the child's to close
+
+
+after_fork_in_child(_forget_the_parents_loops)

@@ -33,6 +33,7 @@ on the loop's thread by the callback the worker posts.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import threading
 from collections.abc import Callable
@@ -45,7 +46,7 @@ from ..local import _affinity
 from .hooks import is_original, plain_loop_method
 from .loop_inbox import call_soon_threadsafe, inboxes, open_inbox
 from .outer_loop import threadlocal
-from .pool import queue_on_pool
+from .pool import queue_on_pool, unhooked_pool
 from .waiter import Waiter
 
 
@@ -336,11 +337,22 @@ def start(
                 and queue_on_pool(default, call)
             ):
                 return
+            if unhooked_pool(default):
+                # The pool starts threads in the context it is handed work in
+                # (see threads); only the stdlib's code sees it here.
+                contextvars.Context().run(
+                    loop.run_in_executor, None, call.job()
+                ).add_done_callback(call.job_done)
+                return
         elif type(executor) is ThreadPoolExecutor and queue_on_pool(executor, call):
             return
         if executor is not None:
             # What run_in_executor() would do, without wrapping the future
             # in an asyncio one that nobody awaits.
-            executor.submit(call.job()).add_done_callback(call.job_done)
+            if unhooked_pool(executor):
+                future = contextvars.Context().run(executor.submit, call.job())
+            else:
+                future = executor.submit(call.job())
+            future.add_done_callback(call.job_done)
             return
     loop.run_in_executor(executor, call.job()).add_done_callback(call.job_done)

@@ -194,6 +194,13 @@ class Outcome(Generic[_R]):
         if self._on_done is not None:
             self._on_done()
 
+    def on_report(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` instead of ``on_done`` when the report comes, or
+        now if it has come; it may be called twice then, as the two race."""
+        self._on_done = callback
+        if self.reported:
+            callback()
+
     def fail_unreported(self, failure: BaseException) -> None:
         """Make ``result()`` raise ``failure`` if no report has come (and,
         the loop being closed, none ever will)."""
