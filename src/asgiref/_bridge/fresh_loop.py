@@ -53,7 +53,7 @@ from ..local import _affinity
 from . import loop_threads
 from .loop_threads import LoopThreadEventLoop
 from .outer_loop import registered
-from .threads import nothing, take
+from .threads import claim, nothing
 from .waiter import Outcome
 
 _stock_new_event_loop = asyncio.events.new_event_loop
@@ -76,7 +76,7 @@ def run_on_loop_thread(
     unclaimed = [None]
 
     def run_loop() -> Callable[[], object]:
-        if not take(unclaimed):
+        if not claim(unclaimed):
             return nothing  # withdrawn
         own_tag = _affinity.tag
         _affinity.tag = tag
@@ -94,7 +94,7 @@ def run_on_loop_thread(
         loop_threads.loop_thread_cache.run(run_loop)
         executor._run_until_finished()
     except BaseException:
-        if take(unclaimed):
+        if claim(unclaimed):
             # Refused (the interpreter is exiting), or interrupted before the
             # job started: neither coroutine will run, and neither is to warn
             # that it was never awaited.

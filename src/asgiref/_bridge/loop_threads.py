@@ -52,7 +52,7 @@ from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING
 
 from .fork import after_fork_in_child
-from .threads import start_thread, take
+from .threads import claim, start_thread
 
 # A job runs on a loop thread and returns what reports it done.
 Job = Callable[[], Callable[[], object]]
@@ -105,7 +105,7 @@ class LoopThreads:
             # It failed to start, or this thread was interrupted (Ctrl-C)
             # while it started: unless it has taken the job already, it never
             # will, and the job is not counted as running.
-            if take(unclaimed):
+            if claim(unclaimed):
                 self._job_ended()
             raise
 
@@ -130,7 +130,7 @@ class LoopThreads:
 
     def _work(self, slot: SimpleQueue[Job], unclaimed: list[None]) -> None:
         try:
-            if not take(unclaimed):
+            if not claim(unclaimed):
                 return  # withdrawn by run(): its start was interrupted
             job = slot.get()
             while True:

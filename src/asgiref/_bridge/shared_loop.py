@@ -46,7 +46,7 @@ from . import fork
 from .fork import after_fork_in_child
 from .fresh_loop import wind_down
 from .loop_inbox import open_inbox
-from .threads import take
+from .threads import claim
 
 _open_lock = threading.Lock()
 _open: set[SharedLoop] = set()
@@ -111,7 +111,7 @@ class SharedLoop:
 
     def leave(self, entered: list[None]) -> None:
         """Count a call out, once (``entered`` holds one element until then)."""
-        if not take(entered):
+        if not claim(entered):
             return
         with self.lock:
             self.calls -= 1

@@ -12,7 +12,8 @@ Guarantees: ``start_thread`` starts a thread in an empty context, whatever
 the Python; a ``one_thread_pool``'s thread begins in an empty context
 whichever call starts it (the direct hand-off, ``submit()``, or
 ``loop.run_in_executor()``). What a call needs, it hands over explicitly.
-``take(one)`` is true for exactly one caller, however many threads race.
+``claim(one)`` is true for exactly one caller, however many threads race
+(``sync_call.SyncCall._claim`` does the same inline, on the hot path).
 
 Relies on: ``Thread.start()`` taking its copy of the context current at
 that moment; a stdlib pool starting its threads from its
@@ -55,7 +56,7 @@ def one_thread_pool() -> ThreadPoolExecutor:
     return pool
 
 
-def take(one: list[None]) -> bool:
+def claim(one: list[None]) -> bool:
     """Pop the one element of ``one``: True for the first caller only."""
     try:
         one.pop()
