@@ -194,8 +194,9 @@ IMMUTABLE_TYPE_FLAG = immutable_type_flag()
 #   directly (asgiref._bridge.pool), skipping submit()'s Future: the pool has
 #   _work_queue, _shutdown_lock, _shutdown, _broken, _threads,
 #   _idle_semaphore (a threading.Semaphore, whose _value seeds the lighter
-#   count), _max_workers and _adjust_thread_count(), and the module _shutdown
-#   and _global_shutdown_lock; its workers (_worker) call item.run() as
+#   count), _max_workers and _adjust_thread_count() (from which submit()
+#   starts threads; asgiref._bridge.threads starts them in an empty context
+#   there), and the module _shutdown and _global_shutdown_lock; its workers (_worker) call item.run() as
 #   _WorkItem.run is called, positionally (item.run() up to 3.13,
 #   item.run(ctx) from 3.14), and mark themselves idle through
 #   _idle_semaphore. Fallback: submit(). Checked on 3.10-3.15. Can go: never

@@ -17,8 +17,9 @@ whichever call starts it (the direct hand-off, ``submit()``, or
 
 Relies on: ``Thread.start()`` taking its copy of the context current at
 that moment; a stdlib pool starting its threads from its
-``_adjust_thread_count`` method (``_compat.POOL_HAND_OFF`` checks that it
-has one; otherwise the pool's thread begins as the pool's caller decides);
+``_adjust_thread_count`` method (part of ``_compat.POOL_HAND_OFF``; where it
+does not, the pool's thread begins in the context it is first handed work
+in);
 ``list.pop()`` being atomic, on free-threaded builds too.
 
 State: none.
