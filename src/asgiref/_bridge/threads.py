@@ -45,9 +45,9 @@ def one_thread_pool() -> ThreadPoolExecutor:
     pool = ThreadPoolExecutor(max_workers=1)
     pool_ref = weakref.ref(pool)  # no cycle through the pool's own namespace
 
+    # cpython-private: _adjust_thread_count (each use below)
     def adjust_thread_count() -> None:
         own = cast(ThreadPoolExecutor, pool_ref())  # alive: its submit() calls
-        # cpython-private: _adjust_thread_count
         contextvars.Context().run(ThreadPoolExecutor._adjust_thread_count, own)  # type: ignore[attr-defined]
         # Its one thread exists now: later calls need only the pool's method.
         vars(own).pop("_adjust_thread_count", None)
