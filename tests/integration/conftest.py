@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,15 @@ from typing import Any
 import pytest
 
 HERE = Path(__file__).resolve().parent
-_NEEDED = ("django", "channels", "daphne", "uvicorn", "httpx", "websockets")
+_NEEDED = (
+    "django",
+    "channels",
+    "channels_redis",
+    "daphne",
+    "uvicorn",
+    "httpx",
+    "websockets",
+)
 
 if not all(importlib.util.find_spec(name) for name in _NEEDED):
     collect_ignore_glob = ["*"]
@@ -25,10 +34,12 @@ else:
     sys.path.insert(0, str(HERE / "project"))
 
     from harness import (
+        RedisServer,
         Server,
         assert_clean_shutdown,
         copy_database,
         migrated_database,
+        start_redis,
         start_server,
     )
 
@@ -43,10 +54,16 @@ else:
         """Start servers; any still running when the session ends are stopped."""
         started: list[Server] = []
 
-        def start_one(kind: str, app: str, *, with_db: bool = True) -> Server:
+        def start_one(
+            kind: str,
+            app: str,
+            *,
+            with_db: bool = True,
+            env: dict[str, str] | None = None,
+        ) -> Server:
             workdir = tmp_path_factory.mktemp(f"{kind}-server")
             db = copy_database(template_db, workdir / "db.sqlite3") if with_db else None
-            server = start_server(kind, app, workdir, db=db)
+            server = start_server(kind, app, workdir, db=db, env=env)
             started.append(server)
             return server
 
@@ -75,3 +92,22 @@ else:
 
         django.setup()
         return db
+
+    @pytest.fixture
+    def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+        """A Redis server of the test's own, stopped when the test ends.
+
+        Skipped only where Debian's redis-server is not installed at all
+        (scripts/ci-system-packages installs it); any other failure to start
+        fails the test.
+        """
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.skip("redis-server is not installed (scripts/ci-system-packages)")
+        workdir = tmp_path / "redis"
+        workdir.mkdir()
+        server = start_redis(workdir, executable)
+        try:
+            yield server
+        finally:
+            server.stop()

@@ -122,15 +122,23 @@ def _wait_until_answering(server: Server) -> None:
 
 
 def start_server(
-    kind: str, app: str, workdir: Path, *, db: Path | None = None
+    kind: str,
+    app: str,
+    workdir: Path,
+    *,
+    db: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Server:
-    """Start ``serve.py`` in a child process and wait until it answers HTTP."""
+    """Start ``serve.py`` in a child process and wait until it answers HTTP.
+
+    ``env`` adds to the environment the child inherits."""
     (workdir / "state").mkdir(parents=True)
     env = {
         **os.environ,
         "PYTHONPATH": str(PROJECT),
         "PYTHONUNBUFFERED": "1",
         "DJANGO_SETTINGS_MODULE": "demo_site.settings",
+        **(env or {}),
     }
     if db is not None:
         env["DEMO_DB"] = str(db)
@@ -157,6 +165,87 @@ def start_server(
         server.stop()
         raise
     return server
+
+
+def free_port() -> int:
+    """A port nothing listens on now; the caller binds it straight away."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of our own on 127.0.0.1, in a temporary directory."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return (self.workdir / "redis.log").read_text(errors="replace")
+
+    def answers(self) -> bool:
+        """Whether the server answers PING now."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16) == b"+PONG\r\n"
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """Take the server away at once, as a crash would."""
+        self.process.kill()
+        self.process.wait(timeout=STOP_LIMIT)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=STOP_LIMIT)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_redis(workdir: Path, executable: str) -> RedisServer:
+    """Start ``executable`` (redis-server) on a free port; wait for PONG.
+
+    Nothing is saved to disk. A port taken between choosing and binding it
+    makes the server exit at once; another port is tried then.
+    """
+    for _ in range(5):
+        port = free_port()
+        with (workdir / "redis.log").open("wb") as log:
+            process = subprocess.Popen(
+                [
+                    executable,
+                    "--bind", "127.0.0.1",
+                    "--port", str(port),
+                    "--dir", str(workdir),
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--daemonize", "no",
+                ],
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        server = RedisServer(process, port, workdir)
+        deadline = time.monotonic() + STARTUP_LIMIT
+        while process.poll() is None and time.monotonic() < deadline:
+            if server.answers():
+                return server
+            time.sleep(0.05)
+        server.stop()
+        if "Address already in use" not in server.log():
+            raise RuntimeError(f"redis-server did not start:\n{server.log()}")
+    raise RuntimeError("redis-server found no free port in 5 tries")
 
 
 def migrated_database(path: Path) -> Path:
