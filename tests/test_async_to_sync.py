@@ -15,7 +15,8 @@ import warnings
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, ClassVar
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
@@ -29,6 +30,7 @@ from asgiref.sync import (
     sync_to_async,
 )
 
+T = TypeVar("T")
 NOT_ASYNC_WARNING = r"^async_to_sync was passed a non-async-marked callable$"
 IN_LOOP_ERROR = (
     r"^You cannot use AsyncToSync in the same thread as an async event loop - "
@@ -400,6 +402,86 @@ def test_an_async_generator_a_cancelled_leftover_drops_is_finalized() -> None:
     assert events == ["finalized"]
 
 
+class Escape:
+    """A coroutine body that leaves a task, an async generator and its own
+    ``finally`` pending when something ends its loop early (``interrupt``),
+    recording each clean-up in ``events``."""
+
+    def __init__(self, interrupt: Callable[[], Awaitable[None]]) -> None:
+        self.interrupt = interrupt
+        self.events: set[str] = set()
+        self.generators: list[AsyncIterator[int]] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def _lingering(self) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.events.add("task cancelled")
+            raise
+
+    async def body(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        generator = numbers_recording_close([])
+        self.generators.append(generator)  # only loop shutdown closes it
+        await generator.__anext__()
+        self.tasks.append(asyncio.ensure_future(self._lingering()))
+        await asyncio.sleep(0)
+        try:
+            await self.interrupt()
+            await asyncio.sleep(60)
+        finally:
+            self.events.add("body finally")
+
+    def generator_closed(self) -> bool:
+        frame = getattr(self.generators[0], "ag_frame", None)
+        return frame is None
+
+
+async def raise_in_a_sibling(exception: BaseException) -> None:
+    async def raiser() -> None:
+        raise exception
+
+    task = asyncio.ensure_future(raiser())
+    # Retrieved, so that asyncio does not log it when the task goes.
+    task.add_done_callback(lambda done: done.exception())
+
+
+async def stop_the_loop() -> None:
+    asyncio.get_running_loop().stop()
+
+
+@pytest.mark.parametrize(
+    ("interrupt", "raised"),
+    [
+        pytest.param(
+            lambda: raise_in_a_sibling(KeyboardInterrupt()),
+            KeyboardInterrupt,
+            id="KeyboardInterrupt",
+        ),
+        pytest.param(
+            lambda: raise_in_a_sibling(SystemExit(3)), SystemExit, id="SystemExit"
+        ),
+        pytest.param(stop_the_loop, RuntimeError, id="stopped"),
+    ],
+)
+def test_a_loop_ended_early_is_still_cleaned_up_like_asyncio_run(
+    interrupt: Callable[[], Awaitable[None]], raised: type[BaseException]
+) -> None:
+    escape = Escape(interrupt)
+    with pytest.raises(raised):
+        async_to_sync(escape.body)()
+    # Pending tasks were cancelled and awaited (the body's own included),
+    # async generators shut down, and the loop closed.
+    assert escape.events == {"task cancelled", "body finally"}
+    assert escape.tasks[0].cancelled()
+    assert escape.generator_closed()
+    assert escape.loop is not None
+    assert escape.loop.is_closed()
+    assert escape.loop not in AsyncToSync.loop_thread_executors
+
+
 @pytest.mark.skipif(
     sys.version_info < (3, 13),
     reason="asyncio.run asks for a bounded wait from 3.12; the loop bounds it from 3.13",
@@ -687,46 +769,73 @@ async def test_threads_started_from_sync_to_async_do_not_reuse_the_outer_loop(
     assert await sync_to_async(spawn)() is not outer
 
 
-@pytest.mark.asgire_only
-def test_sync_code_that_outlived_its_loop_gets_a_clear_error() -> None:
-    # Upstream runs the coroutine on a new loop instead: nobody awaits the
-    # outcome any more, and coroutines bound to the old loop break obscurely.
-    pool = ThreadPoolExecutor(max_workers=1)
-    loop_gone = threading.Event()
-    outcome: Future[Any] = Future()
+class Outliver:
+    """A sync function, run by ``sync_to_async`` on its own pool, that goes on
+    after its caller gave up and then calls ``async_to_sync(loop_and_thread)``
+    once ``release()`` is called; ``outcome`` gets what that returns."""
 
-    def outlives_the_loop(started: Callable[[], object]) -> None:
-        started()
-        try:
-            assert loop_gone.wait(timeout=10)
-            outcome.set_result(async_to_sync(running_loop)())
-        except BaseException as exc:
-            outcome.set_exception(exc)
-
-    async def main() -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
-        started = asyncio.Event()
-        # Left running on purpose: asyncio.run cancels the task, but the
-        # sync function carries on in the pool after the loop has closed.
-        leftover.append(
-            asyncio.ensure_future(
-                sync_to_async(outlives_the_loop, thread_sensitive=False, executor=pool)(
-                    lambda: loop.call_soon_threadsafe(started.set)
-                )
-            )
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outliver")
+        self._released = threading.Event()
+        self.calling = threading.Event()
+        self.outcome: Future[tuple[asyncio.AbstractEventLoop, threading.Thread]] = (
+            Future()
         )
-        await started.wait()
-        return loop
 
-    leftover: list[asyncio.Future[None]] = []
+    def _body(self) -> None:
+        try:
+            assert self._released.wait(timeout=10)
+            self.calling.set()
+            self.outcome.set_result(async_to_sync(loop_and_thread)())
+        except BaseException as exc:
+            self.outcome.set_exception(exc)
+
+    async def start_and_give_up(self) -> asyncio.AbstractEventLoop:
+        """Start the call, then stop waiting for it (as a timeout would)."""
+        call = sync_to_async(self._body, thread_sensitive=False, executor=self.pool)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(call(), timeout=0.05)
+        return asyncio.get_running_loop()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.pool.shutdown()
+
+
+def test_sync_code_that_outlived_its_closed_loop_runs_the_coroutine_anew() -> None:
+    outliver = Outliver()
     try:
-        outer = asyncio.run(main())
-        assert outer.is_closed()
+        closed = asyncio.run(outliver.start_and_give_up())
+        outliver.release()
+        loop, thread = outliver.outcome.result(timeout=10)
     finally:
-        loop_gone.set()
-        pool.shutdown()
-    with pytest.raises(RuntimeError, match="no longer running"):
-        outcome.result(timeout=0)
+        outliver.close()
+    assert loop is not closed
+    assert loop.is_closed()  # a loop of its own, closed when the call returned
+    assert thread is not threading.current_thread()
+
+
+def test_sync_code_whose_loop_is_idle_waits_for_it_to_run_again() -> None:
+    async def collect(outcome: Future[T]) -> T:
+        return await asyncio.wait_for(asyncio.wrap_future(outcome), timeout=10)
+
+    outliver = Outliver()
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(outliver.start_and_give_up())
+        outliver.release()
+        assert outliver.calling.wait(timeout=10)
+        # Nothing runs the coroutine until the loop does.
+        with pytest.raises(FutureTimeoutError):
+            outliver.outcome.exception(timeout=0.3)
+        ran_on = loop.run_until_complete(collect(outliver.outcome))
+    finally:
+        outliver.close()
+        loop.close()
+    assert ran_on == (loop, threading.current_thread())
 
 
 async def test_a_slow_coroutine_on_the_outer_loop_is_waited_for() -> None:

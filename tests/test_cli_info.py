@@ -262,6 +262,85 @@ def test_upstream_shadowing_editable_asgire(tmp_path: Path) -> None:
     assert any("`uv sync`" in advice for advice in found.prevent)
 
 
+def test_a_uv_project_is_told_the_lasting_fix_first(tmp_path: Path) -> None:
+    # The uv pip commands alone are undone by the project's next `uv run`,
+    # which syncs upstream back from the lock.
+    project = tmp_path / "project"
+    site = project / ".venv" / "site"
+    ours, upstream = _with_upstream_over(site)
+    found = info.diagnose(
+        site / "asgiref", [ours, upstream], python=PYTHON, uv_project=project
+    )
+    assert found.lasting_fix == (
+        f"add to {project / 'pyproject.toml'}, under [tool.uv]: {info.UV_OVERRIDE}",
+        f"in {project}: uv sync --reinstall-package asgire",
+    )
+    assert [command[:3] for command in found.fix] == [
+        ("uv", "pip", "uninstall"),
+        ("uv", "pip", "install"),
+    ]
+    assert found.prevent == ()  # the override is the prevention
+    text = info.to_text(found, info.python_facts())
+    assert (
+        text.index("Fix for good, in this uv project")
+        < text.index("  1. add to")
+        < text.index("  2. in ")
+        < text.index("environment only")
+        < text.index("uv pip uninstall")
+    )
+    document = info.to_json(found, info.python_facts())
+    assert document["uv_project"] == str(project)
+    assert document["lasting_fix"] == list(found.lasting_fix)
+
+
+def test_an_editable_asgire_in_a_uv_project_needs_a_plain_sync(tmp_path: Path) -> None:
+    site = tmp_path / "project" / ".venv" / "site"
+    ours = _editable(site, tmp_path / "src")
+    upstream = install(site, "asgiref", "3.13.0", UPSTREAM_FILES, installer="uv")
+    found = info.diagnose(
+        site / "asgiref", [ours, upstream], uv_project=tmp_path / "project"
+    )
+    assert found.lasting_fix[-1] == f"in {tmp_path / 'project'}: uv sync"
+
+
+def test_the_override_leaves_asgiref_out_with_a_marker_that_never_holds() -> None:
+    requirement = info.UV_OVERRIDE.partition("[")[2].rstrip("]")
+    assert requirement == "\"asgiref ; python_version == '0'\""
+
+
+def _project(folder: Path, *, lock: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text("[project]\n")
+    if lock:
+        (folder / "uv.lock").write_text("")
+    return folder
+
+
+def test_find_uv_project_beside_its_dot_venv(tmp_path: Path) -> None:
+    project = _project(tmp_path / "project")
+    assert info.find_uv_project(project / ".venv", {}) == project
+    # Not a uv project without a lock (another tool's .venv), nor another name.
+    assert (
+        info.find_uv_project(_project(tmp_path / "b", lock=False) / ".venv", {}) is None
+    )
+    assert info.find_uv_project(project / "venv", {}) is None
+
+
+def test_find_uv_project_from_uv_project_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = _project(tmp_path / "project")
+    monkeypatch.chdir(_project(project / "member", lock=False))
+    elsewhere = tmp_path / "envs" / "3.12"
+    named = {"UV_PROJECT_ENVIRONMENT": str(elsewhere)}
+    # The nearest folder up from here with both files: a workspace's root.
+    assert info.find_uv_project(elsewhere, named) == project
+    assert info.find_uv_project(tmp_path / "envs" / "3.13", named) is None
+    assert info.find_uv_project() == info.find_uv_project(
+        Path(sys.prefix), dict(os.environ)
+    )
+
+
 def test_fix_reinstalls_from_the_wheel_asgire_came_from(tmp_path: Path) -> None:
     wheel = tmp_path / "asgire-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"")
@@ -458,6 +537,50 @@ def test_usage_errors_exit_2(
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        ([], "no command given"),
+        (["--json"], "no command given (with --json)"),
+        (["nope"], "unknown command 'nope'"),
+        (["--bogus", "nope"], "unknown command 'nope'"),
+    ],
+)
+def test_no_or_an_unknown_command_lists_the_commands(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"python -m asgire: error: {error}\n" in err
+    listed = err.split("commands:\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in listed[: len(cli.COMMANDS)]] == list(
+        cli.COMMANDS
+    )
+    assert "`python -m asgire <command> --help`" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "corrected"),
+    [
+        (["--json", "info"], "python -m asgire info --json"),
+        (
+            ["--only", "x y", "bench", "--json"],
+            "python -m asgire bench --only 'x y' --json",
+        ),
+        (
+            ["--version", "--seconds", "1", "bench"],
+            "python -m asgire bench --seconds 1",
+        ),
+    ],
+)
+def test_options_before_the_command_are_shown_where_they_go(
+    argv: list[str], corrected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"a command's options go after it, as in `{corrected}`" in err
+
+
 def test_help_documents_commands_and_exit_codes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -606,6 +729,14 @@ def test_upstream_installed_over_asgire_for_real(
     assert report["problems"]
     assert report["shared_files"]
     assert [u["version"] for u in report["upstream"]] == ["3.13.0"]
+    # bench times upstream's code now, and says so.
+    bench = [python, "-m", "asgire", "bench", "--quiet", "--only", "build_s2a"]
+    done = _run([*bench, "--seconds", "0.05"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(
+        "asgiref 3.13.0 provided by upstream asgiref 3.13.0 (asgire "
+        f"{version('asgire')}'s files were overwritten: "
+    ), done.stdout
 
     for command in report["fix"]:
         argv = [uv, *command[1:]] if command[0] == "uv" else command
@@ -616,3 +747,59 @@ def test_upstream_installed_over_asgire_for_real(
     report = json.loads(done.stdout)
     assert report["upstream"] == []
     assert [p["name"] for p in report["asgiref_import"]["provided_by"]] == ["asgire"]
+
+
+# Who `import asgiref` runs, as `python -m asgire bench` reports it.
+
+
+def test_import_provider_names_asgire_in_place(tmp_path: Path) -> None:
+    ours = install(tmp_path / "a", "asgire", "3.13.0.post1", OUR_FILES)
+    found = info.diagnose(tmp_path / "a" / "asgiref", [ours], python=PYTHON)
+    assert info.import_provider(found) == ("asgire", "3.13.0.post1", "")
+    # Still asgire, but installed over upstream, which shares its files.
+    site = tmp_path / "b"
+    upstream = install(site, "asgiref", "3.13.0", UPSTREAM_FILES)
+    ours = install(site, "asgire", "3.13.0.post1", OUR_FILES)
+    shared = info.diagnose(site / "asgiref", [upstream, ours], python=PYTHON)
+    assert shared.conflict
+    name, _, caveat = info.import_provider(shared)
+    assert (name, caveat) == ("asgire", "with a conflict: see `python -m asgire info`")
+
+
+def test_import_provider_names_upstream_over_asgire(tmp_path: Path) -> None:
+    ours = install(tmp_path, "asgire", "3.13.0.post1", OUR_FILES)
+    upstream = install(tmp_path, "asgiref", "3.13.0", UPSTREAM_FILES)
+    found = info.diagnose(tmp_path / "asgiref", [ours, upstream], python=PYTHON)
+    assert info.import_provider(found) == (
+        "asgiref",
+        "3.13.0",
+        "asgire 3.13.0.post1's files were overwritten: see `python -m asgire info`",
+    )
+    alone = info.diagnose(tmp_path / "asgiref", [upstream], python=PYTHON)
+    assert info.import_provider(alone) == ("asgiref", "3.13.0", "")
+
+
+def test_import_provider_names_upstream_shadowing_an_editable_asgire(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site"
+    ours = _editable(site, tmp_path / "src")
+    upstream = install(site, "asgiref", "3.13.0", UPSTREAM_FILES)
+    found = info.diagnose(site / "asgiref", [ours, upstream], python=PYTHON)
+    assert info.import_provider(found)[2] == (
+        "asgire 0.1.0 is installed but not imported: see `python -m asgire info`"
+    )
+
+
+def test_import_provider_of_an_unrecorded_directory(tmp_path: Path) -> None:
+    checkout = tmp_path / "asgiref"
+    checkout.mkdir()
+    found = info.diagnose(checkout, [], python=PYTHON)
+    assert info.import_provider(found) == (
+        "unknown",
+        "unknown",
+        f"no installed distribution records {checkout}",
+    )
+    assert info.import_provider(info.diagnose(None, [], python=PYTHON))[2] == (
+        "no installed distribution records asgiref"
+    )

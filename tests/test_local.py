@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
+import pickle
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -170,6 +173,63 @@ async def test_setting_data_attribute_in_async_code_is_refused(
         local._data = {}
 
 
+def test_a_thread_critical_local_in_sync_code_takes_the_data_attribute() -> None:
+    # There it is a plain per-thread namespace, where the name is not taken.
+    local = Local(thread_critical=True)
+    local._data = "value"
+    assert local._data == "value"
+    del local._data
+    assert read(local, "_data") == MISSING
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+def test_locals_can_be_weakly_referenced(thread_critical: bool) -> None:
+    local = Local(thread_critical)
+    assert weakref.ref(local)() is local
+    by_local: weakref.WeakKeyDictionary[Local, str] = weakref.WeakKeyDictionary()
+    by_local[local] = "entry"
+    assert by_local[local] == "entry"
+    assert local in weakref.WeakSet([local])
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_locals_cannot_be_pickled(thread_critical: bool, protocol: int) -> None:
+    # Their data belongs to threads and tasks of this process.
+    local = Local(thread_critical)
+    local.value = "kept"
+    with pytest.raises(TypeError):
+        pickle.dumps(local, protocol)
+
+
+@pytest.mark.parametrize("thread_critical", [False, True])
+@pytest.mark.parametrize("copy_function", [copy.copy, copy.deepcopy])
+def test_locals_cannot_be_copied(
+    thread_critical: bool, copy_function: Callable[[Any], Any]
+) -> None:
+    with pytest.raises(TypeError):
+        copy_function(Local(thread_critical))
+
+
+@pytest.mark.asgire_only
+@pytest.mark.parametrize("thread_critical", [False, True])
+def test_upstreams_internal_names_are_ordinary_attribute_names(
+    thread_critical: bool,
+) -> None:
+    # Upstream answers these with its own storage objects, methods and class
+    # attributes whatever was stored; asgire has no such attributes, so they
+    # are free (_data stays reserved).
+    local = Local(thread_critical)
+    assert read(local, "_data") == MISSING
+    for name in ("_storage", "_lock", "_get_storage"):
+        assert read(local, name) == MISSING
+        setattr(local, name, "value")
+        assert getattr(local, name) == "value"
+    # Nor do names the class defines hide what was stored under them.
+    local.__doc__ = "value"
+    assert local.__doc__ == "value"
+
+
 # Sync threads: thread-local, shared along asgiref's own hops
 
 
@@ -321,6 +381,41 @@ def test_thread_critical_values_do_not_follow_async_to_sync() -> None:
 
     assert async_to_sync(inner)() == MISSING
     assert read(local, "inner") == MISSING
+
+
+def test_thread_critical_values_a_call_sets_are_gone_in_the_next_call(
+    in_new_thread: Callable[..., Any],
+) -> None:
+    # Each call's coroutine runs in a fresh loop, where data a previous call's
+    # coroutine kept per thread is not found (Django keeps its database
+    # connections in such a Local).
+    local = Local(thread_critical=True)
+
+    async def count() -> int:
+        local.calls = getattr(local, "calls", 0) + 1
+        return local.calls
+
+    def three_calls() -> list[int]:
+        return [async_to_sync(count)() for _ in range(3)]
+
+    assert three_calls() == [1, 1, 1]
+    assert in_new_thread(three_calls) == [1, 1, 1]
+
+
+def test_thread_critical_values_reach_a_nested_call_on_the_same_loop() -> None:
+    local = Local(thread_critical=True)
+
+    async def innermost() -> Any:
+        return read(local)
+
+    def middle() -> Any:
+        return async_to_sync(innermost)()
+
+    async def outer() -> Any:
+        local.value = "outer"
+        return await sync_to_async(middle)()
+
+    assert async_to_sync(outer)() == "outer"
 
 
 def test_thread_critical_values_are_seen_by_sync_code_back_on_the_same_thread() -> None:

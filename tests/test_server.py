@@ -283,6 +283,23 @@ async def test_default_exception_report_is_logged(
     assert message.endswith("  it broke")
 
 
+async def test_exception_report_reaches_the_root_logger_directly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # logging.config.dictConfig() disables every logger that already exists
+    # unless told otherwise; the report must not vanish with asgiref's.
+    named = logging.getLogger("asgiref.server")
+    named.disabled = True
+    try:
+        with caplog.at_level(logging.ERROR):
+            await StatelessServer(echo).application_exception(Boom("lost?"), {})
+    finally:
+        named.disabled = False
+    [record] = caplog.records
+    assert record.name == "root"
+    assert record.getMessage().startswith("Exception inside application: lost?\n")
+
+
 async def test_exception_handler_may_remove_the_instance_itself() -> None:
     class Removing(RecordingServer):
         async def application_exception(

@@ -7,8 +7,11 @@ import asyncio
 import contextvars
 import gc
 import os
+import re
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -38,6 +41,67 @@ def test_async_to_sync_reuses_an_idle_loop_thread_but_never_a_loop() -> None:
     assert first_loop is not second_loop
     assert first_loop.is_closed()
     assert second_loop.is_closed()
+
+
+@pytest.mark.asgire_only
+def test_plain_thread_locals_on_a_reused_loop_thread_outlive_the_call() -> None:
+    # As on any pooled thread. Local(thread_critical=True) data does not
+    # (test_thread_critical_values_a_call_sets_are_gone_in_the_next_call).
+    kept = threading.local()
+
+    async def count() -> int:
+        kept.calls = getattr(kept, "calls", 0) + 1
+        return kept.calls
+
+    assert [async_to_sync(count)() for _ in range(3)] == [1, 2, 3]
+
+
+@pytest.mark.asgire_only
+def test_loop_threads_are_named_and_later_thread_tracers_miss_them() -> None:
+    # threading.settrace() reaches threads started after it; an idle loop
+    # thread started before goes on without the tracer (upstream starts a
+    # thread per call, so every call would be traced).
+    async def where() -> tuple[threading.Thread, object]:
+        return threading.current_thread(), sys.gettrace()
+
+    thread, _ = async_to_sync(where)()
+    assert re.fullmatch(r"asgire-loop-\d+", thread.name)
+
+    def tracer(frame: object, event: str, arg: object) -> None:
+        return None
+
+    previous = threading.gettrace()
+    threading.settrace(tracer)
+    try:
+        again, trace = async_to_sync(where)()
+    finally:
+        threading.settrace(previous)
+    assert again is thread
+    assert trace is not tracer
+
+
+@pytest.mark.asgire_only
+async def test_a_task_resumes_in_the_callback_that_brings_its_outcome() -> None:
+    # Not in a callback of its own on the loop's next pass, as after an
+    # asyncio Future: a crossing takes one loop pass fewer, so the task runs
+    # ahead of work queued meanwhile.
+    async def call() -> object:
+        await sync_to_async(int, thread_sensitive=False)()
+        resumer = sys._getframe().f_back
+        return None if resumer is None else resumer.f_code
+
+    assert await asyncio.ensure_future(call()) is sync._Waiter.wake.__code__
+
+
+@pytest.mark.asgire_only
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
+async def test_async_to_sync_back_to_a_running_loop_starts_its_task_eagerly() -> None:
+    # The coroutine's first step runs in the callback that creates its task,
+    # not on the loop's next pass.
+    async def first_step() -> list[str]:
+        return [frame.name for frame in traceback.extract_stack()]
+
+    assert "_start_task" in await sync_to_async(async_to_sync(first_step))()
 
 
 @pytest.mark.asgire_only

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
@@ -22,6 +23,7 @@ from asgiref.sync import (
     sync_to_async,
 )
 
+OWN_THREAD = r"^You cannot submit onto CurrentThreadExecutor from its own thread$"
 DEADLOCK = r"^Single thread executor already being used, would deadlock$"
 ALREADY_ENTERED = r"^ThreadSensitiveContext is already entered$"
 ENTERED_AGAIN = r"^ThreadSensitiveContext with an executor cannot be entered again$"
@@ -210,6 +212,42 @@ async def test_sequential_calls_from_one_task_do_not_trip_the_deadlock_guard() -
     await here()
 
 
+def fails() -> None:
+    raise ValueError("failed")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(here, id="thread-sensitive"),
+        pytest.param(anywhere, id="non-sensitive"),
+        pytest.param(sync_to_async(fails), id="raising"),
+        pytest.param(
+            sync_to_async(fails, thread_sensitive=False), id="raising-non-sensitive"
+        ),
+    ],
+)
+async def test_deadlock_guard_reads_false_after_every_call(
+    call: Callable[[], Awaitable[Any]],
+) -> None:
+    # Code that inspects the guard may read it without a default.
+    async def check() -> bool:
+        with contextlib.suppress(ValueError):
+            await call()
+        return SyncToAsync.deadlock_context.get()
+
+    assert await spawn_in_empty_context(check()) is False
+
+
+async def test_deadlock_guard_reads_false_after_a_call_in_a_context() -> None:
+    async def check() -> bool:
+        async with ThreadSensitiveContext():
+            await here()
+            return SyncToAsync.deadlock_context.get()
+
+    assert await spawn_in_empty_context(check()) is False
+
+
 # Returning to the thread of a waiting async_to_sync
 
 
@@ -259,6 +297,31 @@ def test_nested_frames_all_return_to_the_outermost_sync_thread() -> None:
         "sync 3",
     ]
     assert all(thread is threading.current_thread() for _, thread in seen)
+
+
+def test_a_loop_the_waiting_thread_runs_itself_cannot_send_work_back_to_it() -> None:
+    # The waiting thread is busy in asyncio.run, so it could never run the
+    # call: refused at once rather than waited for forever.
+    def starts_its_own_loop() -> threading.Thread:
+        async def inner() -> threading.Thread:
+            return await here()
+
+        return asyncio.run(inner())
+
+    async def outer() -> threading.Thread:
+        return await sync_to_async(starts_its_own_loop)()
+
+    outcome: Future[threading.Thread] = Future()
+
+    def caller() -> None:
+        try:
+            outcome.set_result(async_to_sync(outer)())
+        except BaseException as exc:
+            outcome.set_exception(exc)
+
+    threading.Thread(target=caller, daemon=True).start()
+    with pytest.raises(RuntimeError, match=OWN_THREAD):
+        outcome.result(timeout=10)
 
 
 def test_non_sensitive_calls_do_not_return_to_the_calling_thread() -> None:

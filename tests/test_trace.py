@@ -7,6 +7,7 @@ import contextvars
 import functools
 import io
 import logging
+import os
 import re
 import sys
 import threading
@@ -432,24 +433,65 @@ def test_report_orders_call_sites_by_crossings_and_by_queued_time() -> None:
         "",
         "Top call sites by crossings:",
         " crossings  queued ms     run ms  call site  function",
-        "         3      3.000      3.000  a.py:1  app.view (sync_to_async)",
-        "         2      4.000      2.000  c.py:3  app.notify (async_to_sync)",
+        "         3      3.000      3.000  a.py:1     app.view (sync_to_async)",
+        "         2      4.000      2.000  c.py:3     app.notify (async_to_sync)",
         "",
         "Top call sites by queued time:",
         " crossings  queued ms     run ms  call site  function",
-        "         1     10.000      1.000  b.py:2  app.view (sync_to_async, thread_sensitive=False)",
-        "         2      4.000      2.000  c.py:3  app.notify (async_to_sync)",
+        "         1     10.000      1.000  b.py:2     app.view (sync_to_async, thread_sensitive=False)",
+        "         2      4.000      2.000  c.py:3     app.notify (async_to_sync)",
     ]
 
 
-def test_report_prints_a_recording(capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_prints_a_recording(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     with Recording() as recording:
         async_to_sync(async_double)(1)  # reported
+    monkeypatch.chdir(Path(__file__).parent.parent)
     out = io.StringIO()
     trace.report(recording, file=out)
-    assert f"{site('reported')}  {name(async_double)} (async_to_sync)" in out.getvalue()
+    # Relative to the working directory, the file is under it.
+    line = site("reported").rpartition(":")[2]
+    expected = f"  tests/test_trace.py:{line}  {name(async_double)} (async_to_sync)"
+    assert expected in out.getvalue()
     trace.report(recording)
     assert capsys.readouterr().out == out.getvalue()
+
+
+def test_report_columns_line_up_with_their_headings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    inside = f"{tmp_path / 'app' / 'views.py'}:12"
+    outside = f"{tmp_path.parent / 'lib.py'}:3"
+    crossings = [
+        crossing(inside, 0.003),
+        crossing(outside, 0.002),
+        crossing(trace.TASK_CALL_SITE, 0.001),
+    ]
+    lines = trace.format_report(crossings).splitlines()
+    heading, *rows = lines[3:7]
+    # Each heading ends where its column of figures ends; the call sites and
+    # the functions start where their headings start.
+    for label in ("crossings", "queued ms", "run ms"):
+        end = heading.index(label) + len(label)
+        assert all(row[end - 1] != " " and row[end : end + 1] == " " for row in rows)
+    site_at, function_at = heading.index("call site"), heading.index("function")
+    sites = [row[site_at:function_at].rstrip() for row in rows]
+    assert sites == [os.path.join("app", "views.py") + ":12", outside, "<task>"]
+    assert {row[function_at:] for row in rows} == {"app.view (sync_to_async)"}
+
+
+def test_report_keeps_a_path_it_cannot_make_relative(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def other_drive(path: str, start: str) -> str:
+        raise ValueError("path is on mount 'D:', start on mount 'C:'")
+
+    monkeypatch.setattr(os.path, "relpath", other_drive)
+    site = f"{os.getcwd()}{os.sep}views.py:7"
+    assert f"  {site}  app.view" in trace.format_report([crossing(site, 0.0)])
 
 
 def test_report_of_nothing_and_bad_top() -> None:
@@ -578,3 +620,18 @@ async def test_middleware_passes_lifespan_through(
     await exchange.run(TraceMiddleware(lifespan_app, server_timing=True))
     assert seen == [(exchange.scope, exchange.receive, exchange.send, None)]
     assert caplog.records == []
+
+
+def test_the_readme_sample_report_is_laid_out_as_reports_are() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    sample = readme.split("### Finding your crossings", 1)[1]
+    sample = sample.split("```text\n", 1)[1].split("```", 1)[0]
+    heading, *rows = sample.splitlines()[3:6]
+    crossings = [crossing(row.split()[3], 0.0, function=row.split()[4]) for row in rows]
+    expected = trace.format_report(crossings).splitlines()[3:6]
+    # Same columns: each heading where the report puts it, each row's call
+    # site and function where the report starts them.
+    assert heading == expected[0]
+    for row, laid_out in zip(rows, expected[1:], strict=True):
+        assert row.index("example.py") == laid_out.index("example.py")
+        assert row.index("__main__") == laid_out.index("__main__")

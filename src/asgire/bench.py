@@ -1,10 +1,12 @@
 """Measure what sync/async crossings and ``Local`` access cost on this machine.
 
 ``python -m asgire bench`` runs a quick subset (about ten seconds) and prints
-a table, or JSON with ``--json``. The same file is the worker behind
-``benchmarks/compare.py``: it uses only the public ``asgiref`` API and the
-standard library, and never imports ``asgire``, so it can be run by path with
-any interpreter that has some ``asgiref`` installed::
+a table, or JSON with ``--json``; with ``--compare`` it measures side by side
+with upstream asgiref (see ``asgire.sidebyside``). The same file is the worker
+of both sides there and in ``benchmarks/compare.py``: it uses only the public
+``asgiref`` API and the standard library, and imports ``asgire`` only inside
+functions, where its absence is allowed for, so it can be run by path with any
+interpreter that has some ``asgiref`` installed::
 
     python -I path/to/bench.py --json --quiet --seconds 1 --only s2a_sensitive
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
-import importlib.util
 import json
 import math
 import os
@@ -47,6 +48,8 @@ SCHEMA_VERSION = 1
 PENDING_CALLS = 10_000
 #: Roughly what the default ``bench`` command should take, in seconds.
 QUICK_RUN_SECONDS = 10.0
+#: The upstream asgiref release ``--compare`` measures against.
+UPSTREAM_VERSION = "3.13.0"
 
 _clock = time.perf_counter
 
@@ -70,6 +73,9 @@ class Workload:
     #: For a crossing, the bare hop of the same shape it is compared with
     #: (the table's "x floor" column).
     floor: str | None = None
+    #: Whether it hands work to another thread; the table shows no context
+    #: switches for one that does not, where any counted are other threads'.
+    hops: bool = True
 
 
 def _work() -> int:
@@ -374,7 +380,8 @@ _ALL = [
         "one of 100 concurrent thread_sensitive=False calls, gathered",
         _s2a_gather,
         ops_per_unit=_GATHER_WIDTH,
-        floor="bare_hop",
+        # No floor: the calls overlap on the executor's threads, so one costs
+        # less than a lone hop, and a multiple of it would mislead.
     ),
     Workload(
         "a2s_from_thread",
@@ -405,27 +412,37 @@ _ALL = [
         "Local attribute read in sync code",
         _local_get,
         ops_per_unit=_LOCAL_UNROLL,
+        hops=False,
     ),
     Workload(
         "local_set",
         "Local attribute write in sync code",
         _local_set,
         ops_per_unit=_LOCAL_UNROLL,
+        hops=False,
     ),
     Workload(
         "local_get_in_loop",
         "Local attribute read inside a running event loop",
         _local_get_in_loop,
         ops_per_unit=_LOCAL_UNROLL,
+        hops=False,
     ),
     Workload(
         "local_get_thread_critical",
         "Local(thread_critical=True) attribute read",
         _local_get_thread_critical,
         ops_per_unit=_LOCAL_UNROLL,
+        hops=False,
     ),
-    Workload("build_s2a", "building a sync_to_async wrapper", _build_s2a),
-    Workload("build_a2s", "building an async_to_sync wrapper", _build_a2s, quick=False),
+    Workload("build_s2a", "building a sync_to_async wrapper", _build_s2a, hops=False),
+    Workload(
+        "build_a2s",
+        "building an async_to_sync wrapper",
+        _build_a2s,
+        quick=False,
+        hops=False,
+    ),
     Workload(
         "pending_10k_memory",
         f"peak memory of {PENDING_CALLS:,} pending thread_sensitive=False calls",
@@ -569,15 +586,22 @@ def _answer(line: str) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def _provider() -> str:
-    """Name the distribution that supplies ``asgiref``, without importing asgire."""
-    asgire = importlib.util.find_spec("asgire")
-    # asgire ships both packages side by side.
-    if asgire is not None and asgire.origin:
-        beside = Path(asgire.origin).parent.parent
-        if beside == Path(asgiref.__file__).parent.parent:
-            return "asgire"
-    return "asgiref"
+def _provider() -> tuple[str, str, str]:
+    """The distribution behind ``import asgiref``, its version, and a caveat.
+
+    With asgire installed, ``python -m asgire info``'s own check decides (so
+    upstream files written over asgire's are named as what runs). Run by path
+    where only upstream is installed, it can only be upstream.
+    """
+    try:
+        from asgire import info
+    except ImportError:
+        try:
+            return "asgiref", importlib.metadata.version("asgiref"), ""
+        except importlib.metadata.PackageNotFoundError:
+            return "asgiref", "unknown", ""
+    found = info.diagnose(info.find_asgiref(), importlib.metadata.distributions())
+    return info.import_provider(found)
 
 
 def _cpu_model() -> str:
@@ -593,15 +617,12 @@ def _cpu_model() -> str:
 
 def environment() -> dict[str, Any]:
     """Describe the interpreter, the asgiref implementation and the machine."""
-    provider = _provider()
-    try:
-        provider_version = importlib.metadata.version(provider)
-    except importlib.metadata.PackageNotFoundError:
-        provider_version = "unknown"
+    provider, provider_version, caveat = _provider()
     return {
         "asgiref_version": asgiref.__version__,
         "provider": provider,
         "provider_version": provider_version,
+        "provider_caveat": caveat,
         "module": str(Path(asgiref.__file__).parent),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
@@ -654,6 +675,37 @@ def _progress_printer(stream: TextIO) -> Callable[[int, int, str], None]:
     return show
 
 
+def describe_machine(env: dict[str, Any]) -> str:
+    """The interpreter and processor of an ``environment()``, in one line."""
+    return (
+        f"{env['python_implementation']} {env['python']}; {env['cpu']}, "
+        f"{env['cores']} cores"
+    )
+
+
+def layout(rows: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a plain-text table: the first column aligned left, the
+    last left as free text, the figures between aligned right. A column
+    blank in every row is left out."""
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    lines = []
+    for label, *figures, text in rows:
+        cells = [label.ljust(widths[0])]
+        cells += [
+            cell.rjust(width) for cell, width in zip(figures, widths[1:-1], strict=True)
+        ]
+        cells.append(text)
+        lines.append("  ".join(cell for cell in cells if cell).rstrip())
+    return lines
+
+
+def describe_provider(env: dict[str, Any]) -> str:
+    """Who ``environment()`` found behind ``import asgiref``, for a reader."""
+    name = "upstream asgiref" if env["provider"] == "asgiref" else env["provider"]
+    caveat = env.get("provider_caveat")
+    return f"{name} {env['provider_version']}" + (f" ({caveat})" if caveat else "")
+
+
 def format_time(seconds: float) -> str:
     """Render a duration with a unit suited to its size, e.g. ``12.3 us``."""
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
@@ -689,7 +741,8 @@ def format_table(document: dict[str, Any]) -> str:
                 floor = results.get(workload.floor, {}).get("value")
                 if floor:
                     vs_floor = f"{value / floor:.2f}"
-            if result.get("switches_per_op") is not None:
+            hops = workload is None or workload.hops
+            if hops and result.get("switches_per_op") is not None:
                 switches = f"{result['switches_per_op']:.2f}"
             rate = f"{1 / value:,.0f}" if value > 0 else ""
             rows.append((name, format_time(value), rate, vs_floor, switches, summary))
@@ -708,21 +761,13 @@ def format_table(document: dict[str, Any]) -> str:
             "what",
         ),
     )
-    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
     lines = [
-        f"asgiref {env['asgiref_version']} provided by {env['provider']} "
-        f"{env['provider_version']}; {env['python_implementation']} "
-        f"{env['python']}; {env['cpu']}, {env['cores']} cores",
+        f"asgiref {env['asgiref_version']} provided by {describe_provider(env)}; "
+        f"{describe_machine(env)}",
+        "",
+        *layout(rows),
         "",
     ]
-    for label, *numbers, what in rows:
-        cells = [label.ljust(widths[0])]
-        cells += [
-            cell.rjust(width) for cell, width in zip(numbers, widths[1:-1], strict=True)
-        ]
-        cells.append(what)
-        lines.append("  ".join(cell for cell in cells if cell).rstrip())
-    lines.append("")
     if any_floor:
         lines.append(
             "x floor: time per op divided by that of the bare hop of the same"
@@ -731,8 +776,18 @@ def format_table(document: dict[str, Any]) -> str:
     if any_switches:
         lines.append(
             "switches: voluntary context switches per op (thread wake-ups; a"
-            " round trip to another thread and back takes two)."
+            " round trip to another thread and back takes two); blank where"
+            " the workload stays in one thread."
         )
+    if "s2a_gather_100" in results:
+        lines.append(
+            "s2a_gather_100: the time per call of 100 made at once; their hops"
+            " overlap on the executor's threads, so a call costs less than a"
+            " lone bare hop."
+        )
+    lines.append(
+        "Against upstream asgiref in the same run: python -m asgire bench --compare"
+    )
     return "\n".join(lines)
 
 
@@ -751,9 +806,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--only",
         nargs="+",
+        action="extend",
         choices=list(WORKLOADS),
         metavar="NAME",
-        help="run only these workloads (see --list)",
+        help="run only these workloads (see --list); may be repeated",
     )
     parser.add_argument(
         "--all",
@@ -766,7 +822,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress indicator on stderr"
     )
-    # The line protocol benchmarks/compare.py drives; see serve().
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help=f"measure side by side with upstream asgiref {UPSTREAM_VERSION}, "
+        "built in a throwaway environment (uv if on PATH, else venv and pip), "
+        "and print the ratio asgire / upstream per workload",
+    )
+    parser.add_argument(
+        "--upstream-from",
+        type=Path,
+        metavar="PATH",
+        help="with --compare: install upstream from this wheel, or from the "
+        "wheels in this folder, instead of the package index",
+    )
+    parser.add_argument(
+        "--installer",
+        choices=["uv", "pip"],
+        help="with --compare: what builds upstream's environment (default: "
+        "uv if on PATH, else venv and pip)",
+    )
+    # The line protocol --compare and benchmarks/compare.py drive; see serve().
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -815,6 +891,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     names = selected_workloads(args)
     seconds = args.seconds or max(0.2, QUICK_RUN_SECONDS / len(names))
+    if args.compare:
+        # asgire's own command, never reached by a worker under upstream.
+        from asgire import sidebyside
+
+        return sidebyside.run(args, names, seconds)
+    if args.upstream_from or args.installer:
+        print(
+            "bench: --upstream-from and --installer go with --compare", file=sys.stderr
+        )
+        return 2
     progress = None if args.quiet else _progress_printer(sys.stderr)
     document = measure_all(names, seconds, progress)
     if args.json:

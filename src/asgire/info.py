@@ -38,8 +38,10 @@ UPSTREAM = "asgiref"
 #: The import package both distributions install.
 PACKAGE = "asgiref"
 
-#: How a uv project keeps upstream out of its environment for good.
-UV_OVERRIDE = f"override-dependencies = [\"{UPSTREAM}; sys_platform == 'never'\"]"
+#: How a uv project keeps upstream out of its environment for good: every
+#: dependant's asgiref requirement is replaced by one whose marker is never true,
+#: so uv leaves asgiref out of uv.lock altogether.
+UV_OVERRIDE = f"override-dependencies = [\"{UPSTREAM} ; python_version == '0'\"]"
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,11 @@ class Diagnosis:
     fix: tuple[tuple[str, ...], ...] = ()
     #: Advice on keeping upstream from coming back.
     prevent: tuple[str, ...] = ()
+    #: The uv project whose environment this is, if any.
+    uv_project: Path | None = None
+    #: For a uv project, the steps that repair it for good, shown before ``fix``
+    #: (whose ``uv pip`` commands the project's next sync would undo).
+    lasting_fix: tuple[str, ...] = ()
 
     @property
     def conflict(self) -> bool:
@@ -112,17 +119,44 @@ def find_asgiref() -> Path | None:
     return Path(spec.origin).parent if spec.origin else None
 
 
+def find_uv_project(
+    prefix: Path | None = None, environ: dict[str, str] | None = None
+) -> Path | None:
+    """The uv project whose environment ``prefix`` (default: this one) is.
+
+    That is the folder holding the environment as ``.venv`` (uv's default), or
+    the nearest folder up from the working directory when
+    ``UV_PROJECT_ENVIRONMENT`` names the environment; either way with a
+    ``pyproject.toml`` and a ``uv.lock`` beside it.
+    """
+    prefix = Path(sys.prefix if prefix is None else prefix).resolve()
+    environ = dict(os.environ if environ is None else environ)
+    candidates: list[Path] = []
+    if prefix.name == ".venv":
+        candidates.append(prefix.parent)
+    named = environ.get("UV_PROJECT_ENVIRONMENT")
+    if named and Path(named).resolve() == prefix:
+        here = Path.cwd().resolve()
+        candidates += [here, *here.parents]
+    for folder in candidates:
+        if (folder / "pyproject.toml").is_file() and (folder / "uv.lock").is_file():
+            return folder
+    return None
+
+
 def diagnose(
     asgiref_dir: Path | None,
     distributions: Iterable[importlib.metadata.Distribution],
     *,
     python: str = sys.executable,
+    uv_project: Path | None = None,
 ) -> Diagnosis:
     """Work out who provides ``asgiref_dir`` and whether asgire is intact.
 
     ``distributions`` are those installed, in ``sys.path`` order (as
     ``importlib.metadata.distributions()`` yields them); ``python`` is the
-    interpreter the printed fix commands target.
+    interpreter the printed fix commands target; ``uv_project`` the uv project
+    whose environment it is (see :func:`find_uv_project`), if any.
     """
     named = [(normalize(dist.name), dist) for dist in distributions if dist.name]
     ours = next((dist for name, dist in named if name == OURS), None)
@@ -247,20 +281,31 @@ def diagnose(
         fix.append(_install_command(asgire.installer, asgire.requirement, python))
 
     prevent: list[str] = []
+    lasting_fix: tuple[str, ...] = ()
     if rivals:
+        # Removing upstream deletes the files it shares with asgire: the sync
+        # has to put asgire's back (an editable asgire has none there).
         sync = "uv sync"
         if asgire is None or not asgire.editable:
             sync += " --reinstall-package asgire"
-        prevent = [
-            "uv projects: add to pyproject.toml, under [tool.uv], "
-            f"{UV_OVERRIDE}, then run `{sync}`; upstream asgiref is then "
-            "never installed.",
-            "pip: nothing tells pip that asgire provides asgiref, so any later "
-            "install that requires asgiref brings upstream back (and `pip "
-            "check` reports asgiref missing once it is gone). Run `python -m "
-            "asgire info` after installing or upgrading dependencies, e.g. as "
-            "a CI step.",
-        ]
+        if uv_project is not None:
+            # The override keeps upstream out for good; nothing else to advise.
+            lasting_fix = (
+                f"add to {uv_project / 'pyproject.toml'}, under [tool.uv]: "
+                f"{UV_OVERRIDE}",
+                f"in {uv_project}: {sync}",
+            )
+        else:
+            prevent = [
+                "uv projects: add to pyproject.toml, under [tool.uv], "
+                f"{UV_OVERRIDE}, then run `{sync}`; upstream asgiref is then "
+                "never installed.",
+                "pip: nothing tells pip that asgire provides asgiref, so any "
+                "later install that requires asgiref brings upstream back (and "
+                "`pip check` reports asgiref missing once it is gone). Run "
+                "`python -m asgire info` after installing or upgrading "
+                "dependencies, e.g. as a CI step.",
+            ]
     return Diagnosis(
         asgiref_dir=asgiref_dir,
         providers=providers,
@@ -274,7 +319,33 @@ def diagnose(
         notes=tuple(notes),
         fix=tuple(fix),
         prevent=tuple(prevent),
+        uv_project=uv_project,
+        lasting_fix=lasting_fix,
     )
+
+
+def import_provider(diagnosis: Diagnosis) -> tuple[str, str, str]:
+    """Who ``import asgiref`` really runs: ``(distribution, version, caveat)``.
+
+    The caveat is empty when asgire is in place without conflict, and
+    otherwise says in a few words what is wrong (``python -m asgire bench``
+    prints it beside its figures).
+    """
+    asgire = diagnosis.asgire
+    if diagnosis.providers and asgire in diagnosis.providers:
+        caveat = "with a conflict: see `python -m asgire info`"
+        return asgire.name, asgire.version, caveat if diagnosis.conflict else ""
+    if diagnosis.providers:
+        first = diagnosis.providers[0]
+        if asgire is None:
+            return first.name, first.version, ""
+        if diagnosis.replaced or diagnosis.missing:
+            caveat = f"asgire {asgire.version}'s files were overwritten"
+        else:
+            caveat = f"asgire {asgire.version} is installed but not imported"
+        return first.name, first.version, f"{caveat}: see `python -m asgire info`"
+    where = diagnosis.asgiref_dir or "asgiref"
+    return "unknown", "unknown", f"no installed distribution records {where}"
 
 
 def _names(infos: Iterable[Installed]) -> str:
@@ -503,6 +574,8 @@ def to_json(diagnosis: Diagnosis, python: dict[str, Any]) -> dict[str, Any]:
         "shared_files": list(diagnosis.shared),
         "problems": list(diagnosis.problems),
         "notes": list(diagnosis.notes),
+        "uv_project": str(diagnosis.uv_project) if diagnosis.uv_project else None,
+        "lasting_fix": list(diagnosis.lasting_fix),
         "fix": [list(command) for command in diagnosis.fix],
         "prevent": list(diagnosis.prevent),
     }
@@ -547,7 +620,20 @@ def to_text(diagnosis: Diagnosis, python: dict[str, Any]) -> str:
     lines.append("")
     lines += [f"PROBLEM: {problem}" for problem in diagnosis.problems]
     lines += [f"note: {note}" for note in diagnosis.notes]
-    if diagnosis.fix:
+    if diagnosis.lasting_fix:
+        lines += ["", "Fix for good, in this uv project (in this order):"]
+        lines += [
+            f"  {number}. {step}"
+            for number, step in enumerate(diagnosis.lasting_fix, start=1)
+        ]
+    if diagnosis.fix and diagnosis.lasting_fix:
+        lines += [
+            "",
+            "Or for this environment only, until the project's next `uv sync` "
+            "or `uv run` installs upstream again (in this order):",
+        ]
+        lines += [f"  {shlex.join(command)}" for command in diagnosis.fix]
+    elif diagnosis.fix:
         lines += ["", "Fix (run in this order):"]
         lines += [f"  {shlex.join(command)}" for command in diagnosis.fix]
     if diagnosis.prevent:
@@ -571,7 +657,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the report; return 1 on a conflict, else 0."""
-    diagnosis = diagnose(find_asgiref(), importlib.metadata.distributions())
+    diagnosis = diagnose(
+        find_asgiref(),
+        importlib.metadata.distributions(),
+        uv_project=find_uv_project(),
+    )
     python = python_facts()
     if args.json:
         print(json.dumps(to_json(diagnosis, python), indent=2))

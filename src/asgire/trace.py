@@ -31,6 +31,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import os
 import sys
 import threading
 import time
@@ -309,14 +310,40 @@ def format_report(source: Recording | Iterable[Crossing], *, top: int = 10) -> s
         groups.setdefault(key, []).append(crossing)
     rows = [(key, Summary.of(group)) for key, group in groups.items()]
     lines = [str(Summary.of(crossings))]
+    here = os.getcwd()
     for title, order in (
         ("by crossings", lambda row: (-row[1].crossings, -row[1].queued)),
         ("by queued time", lambda row: (-row[1].queued, -row[1].crossings)),
     ):
-        lines += ["", f"Top call sites {title}:", _HEADING]
         # sorted() is stable: ties keep the order the crossings first came in.
-        lines += [_row(*row) for row in sorted(rows, key=order)[:top]]
-    return "\n".join(lines) + "\n"
+        shown = sorted(rows, key=order)[:top]
+        sites = [_shorter_site(key[0], here) for key, _ in shown]
+        width = max(map(len, [_SITE, *sites]))
+        lines += [
+            "",
+            f"Top call sites {title}:",
+            f"{_NUMBERS}  {_SITE:<{width}}  function",
+        ]
+        lines += [
+            _row(key, summary, site.ljust(width))
+            for (key, summary), site in zip(shown, sites, strict=True)
+        ]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def _shorter_site(call_site: str, here: str) -> str:
+    """``call_site`` relative to the directory ``here`` when its file is under
+    it (the usual case: the project's own code), else as it is."""
+    path, colon, line = call_site.rpartition(":")
+    if not colon or not os.path.isabs(path):
+        return call_site
+    try:
+        relative = os.path.relpath(path, here)
+    except ValueError:  # another drive, on Windows
+        return call_site
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return call_site
+    return f"{relative}:{line}"
 
 
 def report(
@@ -329,15 +356,16 @@ def report(
     print(format_report(source, top=top), end="", file=file)
 
 
-_HEADING = f"{'crossings':>10} {'queued ms':>10} {'run ms':>10}  call site  function"
+_NUMBERS = f"{'crossings':>10} {'queued ms':>10} {'run ms':>10}"
+_SITE = "call site"
 
 
-def _row(key: tuple[str, str, Kind, bool | None], summary: Summary) -> str:
-    call_site, function, kind, thread_sensitive = key
+def _row(key: tuple[str, str, Kind, bool | None], summary: Summary, site: str) -> str:
+    _, function, kind, thread_sensitive = key
     how = kind if thread_sensitive is not False else f"{kind}, thread_sensitive=False"
     return (
         f"{summary.crossings:>10} {summary.queued * 1000:>10.3f} "
-        f"{summary.run * 1000:>10.3f}  {call_site}  {function} ({how})"
+        f"{summary.run * 1000:>10.3f}  {site}  {function} ({how})"
     )
 
 

@@ -12,6 +12,16 @@ from typing import Any, Protocol
 
 from .sync import iscoroutinefunction
 
+# What ``import *`` binds: upstream's names, as its module (which mostly has no
+# ``__all__``) binds them, imported modules and typing helpers included.
+__all__ = [
+    "double_to_single_callable",
+    "guarantee_single_callable",
+    "inspect",
+    "is_double_callable",
+    "iscoroutinefunction",
+]
+
 # Scopes, receive and send are left loose on purpose: applications are free to
 # annotate them more (or less) precisely than asgiref.typing does.
 DoubleCallable = Callable[[Any], Callable[[Any, Any], Awaitable[Any]]]

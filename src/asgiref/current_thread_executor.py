@@ -11,15 +11,31 @@ and ends it with ``_finish()`` when the coroutine reports, without a future.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from queue import Empty, SimpleQueue
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-__all__ = ["CurrentThreadExecutor"]
+# What ``import *`` binds: upstream's names, as its module (which mostly has no
+# ``__all__``) binds them, imported modules and typing helpers included.
+__all__ = [
+    "Any",
+    "Callable",
+    "CurrentThreadExecutor",
+    "Executor",
+    "Future",
+    "ParamSpec",
+    "TypeVar",
+    "deque",
+    "threading",
+]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+# Work from the executor's own thread could never run: that thread is busy.
+_OWN_THREAD = "You cannot submit onto CurrentThreadExecutor from its own thread"
 
 # Seconds between checks that a wait can still end (_run_until_finished).
 _GONE_CHECK_INTERVAL = 0.25
@@ -139,9 +155,7 @@ class CurrentThreadExecutor(Executor):
         self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
     ) -> Future[_R]:
         if threading.current_thread() is self._work_thread:
-            raise RuntimeError(
-                "You cannot submit onto CurrentThreadExecutor from its own thread"
-            )
+            raise RuntimeError(_OWN_THREAD)
         future: Future[_R] = Future()
         self._enqueue(_WorkItem(future, fn, args, kwargs))
         return future

@@ -40,9 +40,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, final
 
-__all__ = ["Local"]
+# What ``import *`` binds: upstream's names, as its module (which mostly has no
+# ``__all__``) binds them, imported modules and typing helpers included.
+__all__ = ["Any", "Local", "asyncio", "contextvars", "final", "threading"]
 
 _object_setattr = object.__setattr__
 _get_running_loop = asyncio._get_running_loop
@@ -101,6 +103,11 @@ class Local:
     def __init__(self, thread_critical: bool = False) -> None:
         pass
 
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        # Its data belongs to the threads and tasks of this process; copied
+        # without it, the copy could not even be loaded (see __new__).
+        raise TypeError(f"cannot pickle {type(self).__name__!r} object")
+
     if TYPE_CHECKING:
         # Arbitrary attributes, for type checkers; the subclasses implement
         # them (at run time a __getattr__ here would catch their misses).
@@ -128,7 +135,7 @@ _object_getattribute = object.__getattribute__
 class _DefaultLocal(Local):  # ty: ignore[subclass-of-final-class]
     """``Local(thread_critical=False)``: storage in the shared ``_STATE`` variable."""
 
-    __slots__ = ()
+    __slots__ = ("__weakref__",)
 
     def __getattribute__(self, key: str) -> Any:
         snapshot = _STATE.get(None)
@@ -180,6 +187,9 @@ _local_getattribute = threading.local.__getattribute__
 _local_setattr = threading.local.__setattr__
 _local_delattr = threading.local.__delattr__
 _TASK_VALUES = "\0asgiref task values"  # not an identifier: no user attribute
+# The name of every such per-thread variable (asgiref.sync recognises them by
+# this very object).
+_THREAD_CRITICAL_VARIABLE = "asgiref.local.thread_critical"
 
 
 class _ThreadCriticalLocal(Local, threading.local):  # ty: ignore[subclass-of-final-class]
@@ -207,11 +217,12 @@ class _ThreadCriticalLocal(Local, threading.local):  # ty: ignore[subclass-of-fi
             raise _missing(self, key) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        if key == "_data":
-            raise _reserved(key)
         if _get_running_loop() is None:
+            # A plain per-thread namespace, where "_data" is not reserved.
             _local_setattr(self, key, value)
             return
+        if key == "_data":
+            raise _reserved(key)
         variable = _task_values(self)
         values = dict(variable.get(None) or ())
         values[key] = value
@@ -237,6 +248,6 @@ def _task_values(
     thread_values = _local_getattribute(local, "__dict__")
     variable = thread_values.get(_TASK_VALUES)
     if variable is None:
-        variable = contextvars.ContextVar("asgiref.local.thread_critical")
+        variable = contextvars.ContextVar(_THREAD_CRITICAL_VARIABLE)
         thread_values[_TASK_VALUES] = variable
     return variable

@@ -8,7 +8,17 @@ from typing import Any
 
 from .compatibility import guarantee_single_callable
 
-__all__ = ["StatelessServer"]
+# What ``import *`` binds: upstream's names, as its module (which mostly has no
+# ``__all__``) binds them, imported modules and typing helpers included.
+__all__ = [
+    "StatelessServer",
+    "asyncio",
+    "guarantee_single_callable",
+    "logger",
+    "logging",
+    "time",
+    "traceback",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +159,10 @@ class StatelessServer:
         self, exception: BaseException, application_details: dict[str, Any]
     ) -> None:
         """Called with the exception of each instance that died; logs it."""
-        logger.error(
+        # To the root logger, as upstream: a logging configuration that
+        # disables the loggers existing at the time (dictConfig's default)
+        # would silence asgiref.server's, and with it every report.
+        logging.error(
             "Exception inside application: %s\n%s%s",
             exception,
             "".join(traceback.format_tb(exception.__traceback__)),

@@ -35,17 +35,23 @@ import weakref
 from asyncio.selector_events import BaseSelectorEventLoop as _SelectorLoop
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import thread as _cf_thread
 from queue import Empty, SimpleQueue
 from types import FunctionType
-from typing import (
+
+# Dict, List and Optional go unused here: upstream binds them, so ``import *``
+# brings them (see __all__), as does InvalidStateError above.
+from typing import (  # noqa: UP035
     TYPE_CHECKING,
     Any,
     ClassVar,
+    Dict,
     Generic,
+    List,
     Literal,
     NoReturn,
+    Optional,
     ParamSpec,
     TypeVar,
     overload,
@@ -54,20 +60,49 @@ from typing import (
 from . import current_thread_executor
 from .current_thread_executor import CurrentThreadExecutor
 from .local import _STATE as _LOCAL_STATE
-from .local import Local, _affinity, _peek
+from .local import _THREAD_CRITICAL_VARIABLE, Local, _affinity, _peek
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
 
+# What ``import *`` binds: upstream's names, as its module (which mostly has no
+# ``__all__``) binds them, imported modules and typing helpers included.
 __all__ = [
+    "TYPE_CHECKING",
+    "Any",
     "AsyncSingleThreadContext",
     "AsyncToSync",
+    "Awaitable",
+    "Callable",
+    "Coroutine",
+    "CurrentThreadExecutor",
+    "Dict",
+    "Executor",
+    "Future",
+    "Generic",
+    "InvalidStateError",
+    "List",
+    "Local",
+    "Optional",
+    "ParamSpec",
     "SyncToAsync",
+    "ThreadPoolExecutor",
     "ThreadSensitiveContext",
+    "TypeVar",
     "async_to_sync",
+    "asyncio",
+    "contextvars",
+    "functools",
+    "inspect",
     "iscoroutinefunction",
     "markcoroutinefunction",
+    "os",
+    "overload",
     "sync_to_async",
+    "sys",
+    "threading",
+    "warnings",
+    "weakref",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -239,6 +274,20 @@ def _restore_context(context: contextvars.Context) -> None:
     asgiref 3.13.0 defines this helper and code outside it imports it.
     """
     _merge_context(context)
+    _adopt_local_data()
+
+
+def _restore_context_from_a_loop_thread(context: contextvars.Context) -> None:
+    """``_restore_context`` for what a fresh loop's coroutine left, less the
+    thread-critical ``Local`` data it kept for its loop thread.
+
+    Upstream runs each such loop on a thread of its own, so that data is
+    never seen again. asgire reuses the thread: were the data carried back
+    to the caller, the caller's next call, on the same thread, would find it.
+    """
+    for var, value in context.items():
+        if var.get(_MISSING) is not value and var.name is not _THREAD_CRITICAL_VARIABLE:
+            var.set(value)
     _adopt_local_data()
 
 
@@ -893,6 +942,10 @@ def _start(
             if _is_original(
                 CurrentThreadExecutor.submit, _CURRENT_THREAD_EXECUTOR_FILE
             ) and "submit" not in vars(executor):
+                if executor._work_thread is threading.current_thread():
+                    # The check submit() makes: that thread is busy running
+                    # this very loop, so the call would wait forever.
+                    raise RuntimeError(current_thread_executor._OWN_THREAD)
                 executor._enqueue(call)
                 return
         elif executor is None:
@@ -1163,8 +1216,9 @@ class SyncToAsync(Generic[_P, _R]):
         finally:
             if given is None:
                 _merge_context(context)
-            # Setting False where it is unset or False already changes nothing.
-            if self.deadlock_context.get(False):
+            # The caller reads False afterwards, unset before or not, as
+            # upstream; setting it where it is False already changes nothing.
+            if self.deadlock_context.get(True):
                 self.deadlock_context.set(False)
 
     @staticmethod
@@ -1487,44 +1541,76 @@ async def _wind_down() -> None:
     await. ``_turn`` gives it the same turns here.
     """
     loop = asyncio.get_running_loop()
-    this = asyncio.current_task()
-    tasks = [task for task in asyncio.all_tasks(loop) if task is not this]
-    for task in tasks:
-        task.cancel()
+    tasks = _cancel_leftovers(loop, asyncio.current_task())
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
-        for task in tasks:
-            if not task.cancelled() and task.exception() is not None:
-                loop.call_exception_handler(
-                    {
-                        "message": "unhandled exception during asyncio.run() shutdown",
-                        "exception": task.exception(),
-                        "task": task,
-                    }
-                )
+        _report_leftover_failures(loop, tasks)
     await _turn(loop)  # the turn the next run_until_complete starts with
     await loop.shutdown_asyncgens()
     await _turn(loop)  # the turn that run stops after
     await _turn(loop)  # and the next one's first
+    await _shutdown_default_executor(loop)
+
+
+def _cancel_leftovers(
+    loop: asyncio.AbstractEventLoop, spare: asyncio.Future[Any] | None = None
+) -> list[asyncio.Task[Any]]:
+    """Cancel every unfinished task of ``loop`` but ``spare``; return them."""
+    tasks = [task for task in asyncio.all_tasks(loop) if task is not spare]
+    for task in tasks:
+        task.cancel()
+    return tasks
+
+
+def _report_leftover_failures(
+    loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[Any]]
+) -> None:
+    """Report the cancelled leftovers that failed instead, as asyncio.run does."""
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception during asyncio.run() shutdown",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
+
+
+def _shutdown_default_executor(loop: asyncio.AbstractEventLoop) -> Awaitable[None]:
     if sys.version_info >= (3, 12):  # pragma: no cover - coverage is measured on 3.11
         # Like asyncio.run from 3.12 on, stop waiting for a stuck job after
         # a while (asyncio warns) rather than hang the caller for good.
-        timeout = asyncio.constants.THREAD_JOIN_TIMEOUT
-        await loop.shutdown_default_executor(timeout)
-    else:
-        await loop.shutdown_default_executor()
+        return loop.shutdown_default_executor(asyncio.constants.THREAD_JOIN_TIMEOUT)
+    return loop.shutdown_default_executor()
+
+
+def _wind_down_after_escape(loop: asyncio.AbstractEventLoop) -> None:
+    """Clean up a fresh loop that something ended before its coroutine
+    finished (a KeyboardInterrupt or SystemExit from a task, or a
+    ``loop.stop()``), as ``asyncio.run`` does then: cancel and await every
+    task left, the coroutine's own included, then shut down async generators
+    and the default executor, each in a run of the loop of its own."""
+    # The coroutine's own task is among them, unless the loop was ended
+    # after it had finished.
+    tasks = _cancel_leftovers(loop)
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    _report_leftover_failures(loop, tasks)
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(_shutdown_default_executor(loop))
 
 
 async def _then_wind_down(main: Awaitable[None]) -> None:
-    try:
-        await main
-    finally:
-        # asyncio.run stops its loop once main is done, and the stop comes
-        # after the callbacks main's last step queued: an async generator
-        # dropped there queues its aclose() task that way. One turn of the
-        # loop lets them run before the leftover tasks are collected.
-        await _turn(asyncio.get_running_loop())
-        await _wind_down()
+    # main (main_wrap) reports whatever its coroutine raises, so it returns
+    # unless the loop is ended under it: _wind_down_after_escape cleans up
+    # then, with this task among those it cancels.
+    await main
+    # asyncio.run stops its loop once main is done, and the stop comes
+    # after the callbacks main's last step queued: an async generator
+    # dropped there queues its aclose() task that way. One turn of the
+    # loop lets them run before the leftover tasks are collected.
+    await _turn(asyncio.get_running_loop())
+    await _wind_down()
 
 
 async def _turn(loop: asyncio.AbstractEventLoop) -> None:
@@ -1673,7 +1759,11 @@ def _run_in_fresh_loop(main: Coroutine[Any, Any, None]) -> None:
     loop = _new_event_loop()
     try:
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(_then_wind_down(main))
+        try:
+            loop.run_until_complete(_then_wind_down(main))
+        except BaseException:
+            _wind_down_after_escape(loop)
+            raise
     finally:
         asyncio.set_event_loop(None)
         loop.close()
@@ -1922,7 +2012,10 @@ class AsyncToSync(Generic[_P, _R]):
                     )
         finally:
             # What the coroutine's thread left is this thread's again.
-            _restore_context(context[0])
+            if main_loop is None:
+                _restore_context_from_a_loop_thread(context[0])
+            else:
+                _restore_context(context[0])
             self.executors.current = old_executor
         return call_result.result()
 
@@ -1999,19 +2092,17 @@ class AsyncToSync(Generic[_P, _R]):
 def _caller_loop() -> asyncio.AbstractEventLoop | None:
     """The loop whose sync_to_async call this thread is running, if any.
 
-    A loop inherited through fork() belongs to the parent process and is not
-    usable. A loop that has stopped or closed never runs the coroutine, so
-    waiting for it would hang forever: that is an error.
+    A loop inherited through fork() belongs to the parent process, and a
+    closed one (its caller gave up on this sync code, and the loop is gone)
+    can never run the coroutine: as upstream, the call then goes where a call
+    from a plain sync thread would. A loop that is only idle (between
+    ``run_until_complete`` calls) is kept: the call completes once the loop
+    runs again, and fails if the loop closes first.
     """
     state = SyncToAsync.threadlocal.__dict__
     loop = state.get("main_event_loop")
-    if loop is None or state.get("main_event_loop_pid") != _pid:
+    if loop is None or state.get("main_event_loop_pid") != _pid or loop.is_closed():
         return None
-    if loop.is_closed() or not loop.is_running():
-        raise RuntimeError(
-            "async_to_sync was called from sync code run by sync_to_async, "
-            "but the event loop that called it is no longer running"
-        )
     return loop
 
 

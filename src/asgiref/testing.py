@@ -9,7 +9,15 @@ from typing import Any
 from .compatibility import guarantee_single_callable
 from .timeout import _Deadline
 
-__all__ = ["ApplicationCommunicator"]
+# What ``import *`` binds: upstream's names, as its module (which mostly has no
+# ``__all__``) binds them, imported modules and typing helpers included.
+__all__ = [
+    "ApplicationCommunicator",
+    "asyncio",
+    "contextvars",
+    "guarantee_single_callable",
+    "time",
+]
 
 
 class ApplicationCommunicator:

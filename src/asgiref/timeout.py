@@ -3,9 +3,11 @@
 import asyncio
 import warnings
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, Optional, TypeVar
 
-__all__ = ["timeout"]
+# What ``import *`` binds: upstream's names, as its module (which mostly has no
+# ``__all__``) binds them, imported modules and typing helpers included.
+__all__ = ["Any", "Optional", "TracebackType", "asyncio", "timeout", "warnings"]
 
 _Self = TypeVar("_Self", bound="_Deadline")
 

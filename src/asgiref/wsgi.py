@@ -1,6 +1,7 @@
 """Serve a WSGI application over ASGI."""
 
 import sys
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from tempfile import SpooledTemporaryFile
 from types import TracebackType
@@ -8,7 +9,17 @@ from typing import Any
 
 from asgiref.sync import AsyncToSync, sync_to_async
 
-__all__ = ["WsgiToAsgi", "WsgiToAsgiInstance"]
+# What ``import *`` binds: upstream's names, as its module (which mostly has no
+# ``__all__``) binds them, imported modules and typing helpers included.
+__all__ = [
+    "AsyncToSync",
+    "SpooledTemporaryFile",
+    "WsgiToAsgi",
+    "WsgiToAsgiInstance",
+    "defaultdict",
+    "sync_to_async",
+    "sys",
+]
 
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 _WSGIApplication = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]

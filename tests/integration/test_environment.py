@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import re
 from pathlib import Path
 
 import pytest
 import tomllib
+from installs import readme_block
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -21,7 +21,6 @@ pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).resolve().parent
 ENV_PYPROJECT = HERE / "env" / "pyproject.toml"
-README = HERE.parent.parent / "README.md"
 
 
 def _installed() -> dict[str, importlib.metadata.Distribution]:
@@ -52,21 +51,26 @@ def test_asgiref_is_imported_from_asgire() -> None:
         assert Path(module.__file__).resolve() in owned, module.__file__
 
 
-def test_lock_resolves_asgiref_away() -> None:
+def test_lock_leaves_asgiref_out() -> None:
     lock_path = Path(
         os.environ.get("ASGIRE_INTEGRATION_LOCK", HERE / "env" / "uv.lock")
     )
     lock = tomllib.loads(lock_path.read_text())
+    names = {package["name"] for package in lock["package"]}
+    # Locked, and each of them asks for asgiref...
+    assert {"django", "channels", "daphne"} <= names
+    # ...yet the override keeps asgiref out of the lock, edges included.
+    assert "asgiref" not in names
     edges = [
         dependency
         for package in lock["package"]
         for dependency in package.get("dependencies", ())
         if dependency["name"] == "asgiref"
     ]
-    assert edges, "nothing in the lock depends on asgiref: the test proves nothing"
-    for edge in edges:
-        assert "marker" in edge, edge
-        assert not Marker(edge["marker"]).evaluate(), edge
+    assert edges == []
+    (override,) = lock["manifest"]["overrides"]
+    assert override["name"] == "asgiref"
+    assert not Marker(override["marker"]).evaluate()
     (asgire,) = [p for p in lock["package"] if p["name"] == "asgire"]
     assert "directory" in asgire["source"], asgire["source"]
 
@@ -77,26 +81,13 @@ def _override_line(text: str) -> str:
 
 
 def test_readme_uv_snippet_is_the_one_used_here() -> None:
-    block = re.search(
-        r"<!-- uv-override -->(.*?)<!-- /uv-override -->", README.read_text(), re.DOTALL
-    )
-    assert block, (
-        "README.md has no <!-- uv-override --> ... <!-- /uv-override --> block"
-    )
-    fence = re.search(r"```toml\n(.*?)```", block.group(1), re.DOTALL)
-    assert fence, "the README's uv-override block has no ```toml fence"
-    snippet_text = fence.group(1)
+    snippet_text = readme_block("uv-override")
     env_text = ENV_PYPROJECT.read_text()
     assert _override_line(snippet_text) == _override_line(env_text)
-
     snippet = tomllib.loads(snippet_text)
     env = tomllib.loads(env_text)
     overrides = snippet["tool"]["uv"]["override-dependencies"]
     assert overrides == env["tool"]["uv"]["override-dependencies"]
-    assert any(
-        Requirement(r).name == "asgire" for r in snippet["project"]["dependencies"]
-    )
-
     # `python -m asgire info` tells uv users the very same line.
     from asgire.info import UV_OVERRIDE
 

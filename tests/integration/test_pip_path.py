@@ -6,44 +6,16 @@ from this checkout and upstream asgiref 3.13.0, so pip runs offline.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import shlex
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
+from installs import UPSTREAM_INTACT, readme_commands, wheel_dirs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
-
-
-def _dependant_wheel(directory: Path) -> None:
-    """A stand-in for Django: a distribution that requires upstream asgiref."""
-    files = {
-        "needs_asgiref/__init__.py": b"",
-        "needs_asgiref-1.0.dist-info/METADATA": (
-            b"Metadata-Version: 2.1\nName: needs-asgiref\nVersion: 1.0\n"
-            b"Requires-Dist: asgiref>=3.8\n"
-        ),
-        "needs_asgiref-1.0.dist-info/WHEEL": (
-            b"Wheel-Version: 1.0\nGenerator: asgire-tests\nRoot-Is-Purelib: true\n"
-            b"Tag: py3-none-any\n"
-        ),
-    }
-    record = []
-    for name, content in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=")
-        record.append(f"{name},sha256={digest.decode()},{len(content)}")
-    record.append("needs_asgiref-1.0.dist-info/RECORD,,")
-    files["needs_asgiref-1.0.dist-info/RECORD"] = "\n".join(record).encode() + b"\n"
-    with zipfile.ZipFile(
-        directory / "needs_asgiref-1.0-py3-none-any.whl", "w"
-    ) as wheel:
-        for name, content in files.items():
-            wheel.writestr(name, content)
 
 
 def _fix_commands(report: str) -> list[list[str]]:
@@ -109,14 +81,7 @@ class Venv:
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
-    wheels = os.environ.get("ASGIRE_INTEGRATION_WHEELS")
-    if not wheels:
-        pytest.fail(
-            "ASGIRE_INTEGRATION_WHEELS is not set: run scripts/test-integration"
-        )
-    extra = tmp_path_factory.mktemp("dependant-wheel")
-    _dependant_wheel(extra)
-    find_links = [Path(wheels) / "asgire", Path(wheels) / "upstream", extra]
+    find_links = wheel_dirs(tmp_path_factory.mktemp("dependant-wheel"))
     return Venv(tmp_path_factory.mktemp("pip-path") / "venv", find_links)
 
 
@@ -167,3 +132,14 @@ def test_pip_migration_and_its_failure_paths(venv: Venv) -> None:
     venv.pip("install", "--force-reinstall", "--no-deps", "asgire")
     assert venv.info().returncode == 0
     assert "asgiref" not in venv.distributions()
+
+    # Back to upstream, as the README says.
+    for command in readme_commands("pip-revert"):
+        argv = shlex.split(command)
+        assert argv[:3] == ["python", "-m", "pip"], command
+        venv.pip(*argv[3:])
+    assert "asgire" not in venv.distributions()
+    assert "asgiref" in venv.distributions()
+    # Every file upstream recorded is there with the content it installed.
+    intact = venv.run("-c", UPSTREAM_INTACT)
+    assert intact.stdout.split() == ["11", "intact"], intact.stdout + intact.stderr
