@@ -22,6 +22,7 @@ _NEEDED = (
     "django",
     "channels",
     "channels_redis",
+    "psycopg",
     "daphne",
     "uvicorn",
     "httpx",
@@ -34,11 +35,14 @@ else:
     sys.path.insert(0, str(HERE / "project"))
 
     from harness import (
+        PostgresServer,
         RedisServer,
         Server,
         assert_clean_shutdown,
         copy_database,
         migrated_database,
+        postgres_bindir,
+        start_postgres,
         start_redis,
         start_server,
     )
@@ -107,6 +111,26 @@ else:
         workdir = tmp_path / "redis"
         workdir.mkdir()
         server = start_redis(workdir, executable)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    @pytest.fixture(scope="module")
+    def postgres_server(
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[PostgresServer]:
+        """A PostgreSQL cluster of the module's own, stopped and deleted after.
+
+        Skipped only where Debian's PostgreSQL server is not installed at all
+        (scripts/ci-system-packages installs it); any other failure to start
+        fails the tests.
+        """
+        bindir = postgres_bindir()
+        if bindir is None:
+            pytest.skip("postgresql is not installed (scripts/ci-system-packages)")
+        log = tmp_path_factory.mktemp("postgres") / "postgres.log"
+        server = start_postgres(bindir, log)
         try:
             yield server
         finally:

@@ -13,14 +13,18 @@ import os
 import subprocess
 import sys
 import threading
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from channels_redis.core import RedisChannelLayer
-from harness import PROJECT, RedisServer, assert_clean_shutdown
+from harness import (
+    PROJECT,
+    RedisServer,
+    assert_clean_shutdown,
+    unpack_upstream_asgiref,
+)
 from redis_jobs import notify_all
 from websockets.asyncio.client import connect
 
@@ -69,20 +73,6 @@ async def test_notify_all_reaches_the_consumers_of_a_server(
     assert_clean_shutdown(server)
 
 
-def _upstream_asgiref(target: Path) -> Path:
-    """Upstream asgiref 3.13.0's wheel, unpacked into ``target``: put first on
-    PYTHONPATH, it shadows asgire's ``asgiref`` for one child process."""
-    wheels = os.environ.get("ASGIRE_INTEGRATION_WHEELS")
-    if not wheels:
-        pytest.fail(
-            "ASGIRE_INTEGRATION_WHEELS is not set: run scripts/test-integration"
-        )
-    (wheel,) = (Path(wheels) / "upstream").glob("asgiref-3.13.0-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(target)
-    return target
-
-
 def _run_jobs(redis_server: RedisServer, pythonpath: list[Path]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath))}
     done = subprocess.run(
@@ -109,7 +99,7 @@ def test_the_job_with_and_without_one_loop(
     """What a user gets from each, told by Redis itself."""
     path = [PROJECT]
     if provider == "upstream":
-        path.insert(0, _upstream_asgiref(tmp_path / "upstream"))
+        path.insert(0, unpack_upstream_asgiref(tmp_path / "upstream"))
     results = _run_jobs(redis_server, path)
     assert (provider == "upstream") == results.pop("asgiref").startswith(str(tmp_path))
     delivered = [f"hello {n}" for n in range(CALLS)]
