@@ -27,9 +27,20 @@ def collect(request: HttpRequest) -> JsonResponse:
 
 
 def request_threads(request: HttpRequest) -> JsonResponse:
-    """asgire's request-thread counts (none under upstream asgiref)."""
+    """asgire's request-thread counts (None under upstream asgiref), and the
+    most requests served at once so far. ``?idle_timeout=`` changes that
+    setting first."""
+    from pg_site.asgi import in_flight
+
     try:
-        from asgire.request_threads import status
+        from asgire import request_threads
     except ImportError:
-        return JsonResponse({})
-    return JsonResponse(dataclasses.asdict(status()))
+        status = None
+    else:
+        if "idle_timeout" in request.GET:
+            request_threads.enable(
+                max_threads=request_threads.status().max_threads,
+                idle_timeout=float(request.GET["idle_timeout"]),
+            )
+        status = dataclasses.asdict(request_threads.status())
+    return JsonResponse({"status": status, "peak_in_flight": in_flight.peak})
