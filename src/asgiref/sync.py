@@ -58,7 +58,7 @@ from typing import (  # noqa: UP035
     overload,
 )
 
-from . import current_thread_executor
+from . import _request_threads, current_thread_executor
 from .current_thread_executor import CurrentThreadExecutor
 from .local import _STATE as _LOCAL_STATE
 from .local import _THREAD_CRITICAL_VARIABLE, Local, _affinity, _peek
@@ -1112,7 +1112,9 @@ class ThreadSensitiveContext:
 
 
 async def _retire(executor: Executor) -> None:
-    """Shut ``executor`` down and join its thread without blocking the loop.
+    """Shut ``executor`` down and join its thread without blocking the loop;
+    a reused request thread (``_request_threads``) is given back instead,
+    once its queue has run.
 
     Its thread may be waiting for this very loop (sync code in it called
     async_to_sync), so the loop must keep running until the thread is done.
@@ -1131,11 +1133,20 @@ async def _retire(executor: Executor) -> None:
 
     if type(executor) is ThreadPoolExecutor:
         # The pool runs its queue in order: once this no-op has run, the
-        # thread has nothing left to do but exit.
+        # thread has nothing left to do but exit, or, for a reused request
+        # thread, to wait for its next context.
         try:
             marker = executor.submit(int)
         except RuntimeError:
             marker = None  # already shut down by someone else
+        if marker is not None and _request_threads.lent(executor):
+            # A reused request thread: given back by the thread itself once
+            # its queue has run, before the exit completes, and even if the
+            # exit is cancelled.
+            marker.add_done_callback(lambda _: _request_threads.give_back(executor))
+            marker.add_done_callback(notify)
+            await drained
+            return
         executor.shutdown(wait=False)
         if marker is not None:
             marker.add_done_callback(notify)
@@ -1346,7 +1357,12 @@ class SyncToAsync(Generic[_P, _R]):
                 )
             executor = self.context_to_thread_executor.get(context)
             if executor is None:
-                executor = _one_thread_pool()
+                # A reused request thread, with asgire.request_threads on and
+                # the context still entered; otherwise a fresh one-thread pool.
+                executor = (
+                    _request_threads.executor_for(context.token is not None)
+                    or _one_thread_pool()
+                )
                 self.context_to_thread_executor[context] = executor
             return executor
         loop_executor = AsyncToSync.loop_thread_executors.get(loop)
