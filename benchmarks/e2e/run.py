@@ -414,7 +414,22 @@ def measure(
     args: argparse.Namespace, pythons: dict[str, Path], workdir: Path
 ) -> Results:
     views = {name: VIEWS[name] for name in args.views}
-    results = Results(config={k: v for k, v in vars(args).items() if k != "smoke"})
+    results = Results(
+        config={
+            k: v
+            for k, v in vars(args).items()
+            if k
+            in (
+                "rounds",
+                "duration",
+                "connections",
+                "servers",
+                "views",
+                "calls",
+                "python",
+            )
+        }
+    )
     db = workdir / "bench.sqlite3"
     prepare_database(pythons["asgire"], db)
     results.crossings = count_crossings(pythons["asgire"], db, workdir, views)
@@ -521,7 +536,11 @@ def report(results: Results, markdown: bool) -> tuple[str, bool]:
         for name in (n for n in VIEWS if n in per_view):
             per_side = per_view[name]
             up, ours = per_side["upstream"], per_side["asgire"]
-            ratios = [a.rps / u.rps for u, a in zip(up, ours, strict=True)]
+            # A round in which either side completed nothing has no ratio;
+            # the bad column counts it.
+            ratios = [
+                a.rps / u.rps for u, a in zip(up, ours, strict=True) if u.requests
+            ] or [0.0]
             bad = sum(r.problems for r in up + ours)
             clean = clean and all(r.clean for r in up + ours)
             median, spread = _ratio_cells(ratios)
@@ -577,6 +596,21 @@ def smoke() -> int:
     return 1 if problems else 0
 
 
+def load(path: Path) -> Results:
+    """A run saved to JSON (``.bench/e2e/last-run.json``), to report again."""
+    raw = json.loads(path.read_text())
+    runs = {
+        server: {
+            view: {
+                side: [WrkRun(**run) for run in runs] for side, runs in sides.items()
+            }
+            for view, sides in views.items()
+        }
+        for server, views in raw["runs"].items()
+    }
+    return Results(raw["config"], raw["crossings"], runs, raw["jobs"])
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Django under Uvicorn and Daphne, asgire vs upstream asgiref"
@@ -594,6 +628,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--python", default="3.12", help="version or interpreter path")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--smoke", action="store_true", help=smoke.__doc__)
+    parser.add_argument(
+        "--report", type=Path, metavar="JSON", help="report a saved run again"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.calls < 1:
         parser.error("--rounds, --duration and --calls must be positive")
@@ -604,6 +641,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     if args.smoke:
         return smoke()
+    if args.report is not None:
+        results = load(args.report)
+        text, clean = report(results, args.markdown)
+        print(text)
+        return 0 if clean else 1
     try:
         if shutil.which("wrk") is None:
             raise BenchError("wrk is not installed (Debian: apt-get install wrk)")
