@@ -1,19 +1,22 @@
 """End to end: a small Django project served by real ASGI servers, driven by
 wrk, on asgire and on upstream asgiref 3.13.0 side by side.
 
-    uv run python benchmarks/e2e/run.py [--rounds N] [--duration S]
+    uv run python benchmarks/e2e/run.py [--rounds N] [--duration S] [--slice S]
         [--servers uvicorn daphne uvicorn-uvloop] [--views NAME ...]
         [--python 3.12] [--connections N] [--markdown]
+    python benchmarks/e2e/run.py --report .bench/e2e/last-run.json
     python benchmarks/e2e/run.py --smoke
 
 Builds (cached under .bench/e2e/) two virtual environments with the same
 Django, Uvicorn (httptools) and Daphne: one with asgire built from this
-checkout (rebuilt every run), one with upstream asgiref. Each round starts, for
-each server and middleware set, the upstream server and the asgire one in turn
-(which goes first alternates by round), pinned to CPU 0, and drives each of
-its views for --duration seconds with wrk pinned to CPU 1, after a warm-up.
-wrk checks every response: status 200 and the exact body. Crossings per
-request are counted once, on asgire, with ``asgire.trace``'s middleware.
+checkout (rebuilt every run), one with upstream asgiref. Each round starts,
+for each server and middleware set, the upstream server and the asgire one
+side by side, both pinned to CPU 0, warms each view up, then drives each view
+with wrk pinned to CPU 1, in turns of --slice seconds alternating between the
+two servers (A B B A ..., which side opens alternates by round) until each had
+--duration seconds. wrk checks every response: status 200 and the exact body.
+Crossings per request are counted once, on asgire, with ``asgire.trace``'s
+middleware.
 Then a sync job (--calls ``async_to_sync`` calls to a trivial coroutine and,
 where redis-server is installed, Channels' Redis ``group_send``) is timed on
 both sides, without and with ``AsyncSingleThreadContext``.
@@ -34,6 +37,7 @@ Needs wrk and taskset (Debian: apt-get install wrk util-linux). Exit status:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -46,7 +50,6 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Generator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,7 +248,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
 
-@contextmanager
+@contextlib.contextmanager
 def serving(
     server: str,
     python: Path,
@@ -422,6 +425,7 @@ def measure(
             in (
                 "rounds",
                 "duration",
+                "slice",
                 "connections",
                 "servers",
                 "views",
@@ -435,24 +439,28 @@ def measure(
     results.crossings = count_crossings(pythons["asgire"], db, workdir, views)
     middlewares = sorted({view.middleware for view in views.values()})
     for round_number in range(args.rounds):
-        order = SIDES if round_number % 2 == 0 else SIDES[::-1]
+        first = SIDES if round_number % 2 == 0 else SIDES[::-1]
         for server in args.servers:
             for middleware in middlewares:
                 chosen = {n: v for n, v in views.items() if v.middleware == middleware}
-                for side in order:
-                    with serving(server, pythons[side], middleware, db, workdir) as up:
-                        for view in chosen.values():  # warm-up
-                            run_wrk(up.url + view.path, view.body, 1, args.connections)
-                        for name, view in chosen.items():
-                            run = run_wrk(
-                                up.url + view.path,
-                                view.body,
-                                args.duration,
-                                args.connections,
+                with contextlib.ExitStack() as stack:
+                    up = {
+                        side: stack.enter_context(
+                            serving(server, pythons[side], middleware, db, workdir)
+                        )
+                        for side in first
+                    }
+                    for view in chosen.values():  # warm-up
+                        for side in first:
+                            run_wrk(
+                                up[side].url + view.path, view.body, 1, args.connections
                             )
-                            per_side = results.runs.setdefault(server, {}).setdefault(
-                                name, {s: [] for s in SIDES}
-                            )
+                    for name, view in chosen.items():
+                        runs = measure_view(up, view, args, first)
+                        per_side = results.runs.setdefault(server, {}).setdefault(
+                            name, {s: [] for s in SIDES}
+                        )
+                        for side, run in runs.items():
                             per_side[side].append(run)
                             print(
                                 f"round {round_number + 1} {server} {name} {side}: "
@@ -463,6 +471,36 @@ def measure(
                             )
     measure_jobs(args, pythons, workdir, results)
     return results
+
+
+def measure_view(
+    up: dict[str, Server], view: View, args: argparse.Namespace, first: tuple[str, ...]
+) -> dict[str, WrkRun]:
+    """Drive ``view`` on both sides' servers in turn, ``--slice`` seconds at a
+    time (A B B A A B ...) until each had ``--duration`` seconds: load from
+    elsewhere on the machine then falls on both sides alike."""
+    slices: dict[str, list[WrkRun]] = {side: [] for side in SIDES}
+    count = max(1, round(args.duration / args.slice))
+    for index in range(count):
+        for side in first if index % 2 == 0 else first[::-1]:
+            url = up[side].url + view.path
+            slices[side].append(run_wrk(url, view.body, args.slice, args.connections))
+    return {side: combine(runs) for side, runs in slices.items()}
+
+
+def combine(slices: list[WrkRun]) -> WrkRun:
+    """One side's slices as one run: counts added up, latencies the median of
+    the slices' percentiles."""
+    return WrkRun(
+        requests=sum(r.requests for r in slices),
+        seconds=sum(r.seconds for r in slices),
+        p50_ms=statistics.median(r.p50_ms for r in slices),
+        p99_ms=statistics.median(r.p99_ms for r in slices),
+        checked=sum(r.checked for r in slices),
+        bad=sum(r.bad for r in slices),
+        socket_errors=sum(r.socket_errors for r in slices),
+        status_errors=sum(r.status_errors for r in slices),
+    )
 
 
 def measure_jobs(
@@ -616,7 +654,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         description="Django under Uvicorn and Daphne, asgire vs upstream asgiref"
     )
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per view")
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="seconds per view and side"
+    )
+    parser.add_argument(
+        "--slice", type=float, default=1.0, help="seconds per turn of one side"
+    )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
         "--servers", nargs="+", choices=SERVERS, default=list(SERVERS[:2])
@@ -632,8 +675,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--report", type=Path, metavar="JSON", help="report a saved run again"
     )
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.duration <= 0 or args.calls < 1:
-        parser.error("--rounds, --duration and --calls must be positive")
+    if args.rounds < 1 or args.duration <= 0 or args.slice <= 0 or args.calls < 1:
+        parser.error("--rounds, --duration, --slice and --calls must be positive")
     return args
 
 
