@@ -657,7 +657,6 @@ class _SyncCall:
     """
 
     __slots__ = (
-        "__weakref__",  # a context's pool keeps its last call weakly
         "args",
         "exception",
         "func",
@@ -897,8 +896,6 @@ def _start(
     directly where nothing is hooked (see above), else as upstream does."""
     if _HAS_EVENTFD and id(loop) not in _inboxes:
         _open_inbox(loop)
-    if type(executor) is _RequestPool:
-        executor.last_call = weakref.ref(call)
     if _plain_loop_method(loop, "run_in_executor"):
         if type(executor) is CurrentThreadExecutor:
             if _is_original(
@@ -914,9 +911,7 @@ def _start(
                 and _queue_on_pool(default, call)
             ):
                 return
-        elif (
-            type(executor) is ThreadPoolExecutor or type(executor) is _RequestPool
-        ) and _queue_on_pool(executor, call):
+        elif type(executor) is ThreadPoolExecutor and _queue_on_pool(executor, call):
             return
         if executor is not None:
             # What run_in_executor() would do, without wrapping the future
@@ -935,19 +930,6 @@ def _check_executor(executor: object) -> None:
 
 
 # -- Thread-sensitive contexts ---------------------------------------------------
-
-
-class _RequestPool(ThreadPoolExecutor):
-    """The one-thread pool a ``ThreadSensitiveContext`` gets for its calls.
-
-    A stdlib pool in all but one attribute: ``last_call``, the call most
-    recently handed to it, which tells the context on exit whether its thread
-    can still need the event loop (see ``_retire``). Held weakly: the call
-    holds the context (in its copied context variables), and the context
-    holds this pool.
-    """
-
-    last_call: weakref.ref[_SyncCall] | None = None
 
 
 class ThreadSensitiveContext:
@@ -1016,20 +998,6 @@ async def _retire(executor: Executor) -> None:
     Its thread may be waiting for this very loop (sync code in it called
     async_to_sync), so the loop must keep running until the thread is done.
     """
-    if type(executor) is _RequestPool:
-        handed, executor.last_call = executor.last_call, None
-        last = None if handed is None else handed()
-        if handed is not None and (last is None or (last.settled and last.ok)):
-            # The thread runs its calls in order, and is done with the last
-            # one it was handed: nothing holds that call any more (not the
-            # pool's queue, nor the thread), or it ran there and returned (a
-            # call cancelled before it started reports a failure, so it
-            # cannot pass for one). Nothing left for the thread to do could
-            # need the loop, only to leave: joining it right here costs a
-            # wait of that length, instead of a no-op sent through the pool
-            # and a trip back through the loop.
-            executor.shutdown(wait=True)
-            return
     loop = asyncio.get_running_loop()
     drained: asyncio.Future[None] = loop.create_future()
 
@@ -1042,7 +1010,7 @@ async def _retire(executor: Executor) -> None:
         with contextlib.suppress(RuntimeError):
             _call_soon_threadsafe(loop, report_drained)
 
-    if type(executor) is ThreadPoolExecutor or type(executor) is _RequestPool:
+    if type(executor) is ThreadPoolExecutor:
         # The pool runs its queue in order: once this no-op has run, the
         # thread has nothing left to do but exit.
         try:
@@ -1257,7 +1225,7 @@ class SyncToAsync(Generic[_P, _R]):
                 )
             executor = self.context_to_thread_executor.get(context)
             if executor is None:
-                executor = _RequestPool(max_workers=1)
+                executor = ThreadPoolExecutor(max_workers=1)
                 self.context_to_thread_executor[context] = executor
             return executor
         loop_executor = AsyncToSync.loop_thread_executors.get(loop)
