@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import thread as _cf_thread
 from queue import Empty, SimpleQueue
-from types import FunctionType
+from types import FunctionType, MethodType
 
 # Dict, List and Optional go unused here: upstream binds them, so ``import *``
 # brings them (see __all__), as does InvalidStateError above.
@@ -190,6 +190,10 @@ def _is_async_callable(func: Any) -> bool:
     An async generator function is not: called, it returns its generator
     without awaiting anything, so ``sync_to_async`` accepts it as upstream
     does."""
+    if type(func) is MethodType and type(func.__func__) is FunctionType:
+        # A bound method (Django wraps several per request): inspect looks
+        # through it to its function, and its own __call__ never is one.
+        func = func.__func__
     if type(func) is FunctionType:
         # The common case, from the code flags, without inspect's unwrapping.
         return bool(func.__code__.co_flags & _COROUTINE) or (
@@ -212,22 +216,26 @@ _FUNCTION_ASSIGNMENTS_BY_VERSION = tuple(
 def _copy_metadata(wrapper: object, wrapped: object) -> None:
     """``functools.update_wrapper`` for instances, at a fraction of its cost."""
     namespace = wrapper.__dict__
-    if type(wrapped) is FunctionType:
+    source = wrapped
+    if type(wrapped) is MethodType and type(wrapped.__func__) is FunctionType:
+        # A bound method hands every one of these lookups to its function.
+        source = wrapped.__func__
+    if type(source) is FunctionType:
         # The common case. A function has every attribute functools copies,
         # so each is read without a default; the four every version copies
         # are read by name, which saves most of the loop's cost.
-        namespace["__module__"] = wrapped.__module__
-        namespace["__name__"] = wrapped.__name__
-        namespace["__qualname__"] = wrapped.__qualname__
-        namespace["__doc__"] = wrapped.__doc__
+        namespace["__module__"] = source.__module__
+        namespace["__name__"] = source.__name__
+        namespace["__qualname__"] = source.__qualname__
+        namespace["__doc__"] = source.__doc__
         for name in _FUNCTION_ASSIGNMENTS_BY_VERSION:
-            namespace[name] = getattr(wrapped, name)
+            namespace[name] = getattr(source, name)
     else:
         for name in functools.WRAPPER_ASSIGNMENTS:
-            value = getattr(wrapped, name, _MISSING)
+            value = getattr(source, name, _MISSING)
             if value is not _MISSING:
                 namespace[name] = value
-    extra = getattr(wrapped, "__dict__", None)
+    extra = getattr(source, "__dict__", None)
     if extra:
         namespace.update(extra)
     namespace["__wrapped__"] = wrapped
