@@ -256,15 +256,16 @@ def serving(
     db: Path,
     workdir: Path,
     http: str = "httptools",
+    pin: bool = True,
     **env: str,
 ) -> Generator[Server]:
-    """Start ``server`` on CPU 0 with the project; stop it on leaving.
-    ``http`` is Uvicorn's HTTP implementation."""
+    """Start ``server`` with the project (on CPU 0 if ``pin``); stop it on
+    leaving. ``http`` is Uvicorn's HTTP implementation."""
     port = free_port()
     log = workdir / f"{server}-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*pinned(0), *server_command(server, python, port, http)],
+            [*(pinned(0) if pin else []), *server_command(server, python, port, http)],
             cwd=PROJECT,
             env=_project_env(BENCH_DB=str(db), BENCH_MIDDLEWARE=middleware, **env),
             stdin=subprocess.DEVNULL,
@@ -313,6 +314,7 @@ def count_crossings(
     workdir: Path,
     views: dict[str, View],
     http: str = "httptools",
+    pin: bool = True,
 ) -> dict[str, int]:
     """Crossings per request of each view, from TraceMiddleware's log lines
     (the last of three requests: the first may set things up)."""
@@ -320,7 +322,7 @@ def count_crossings(
     for middleware in sorted({view.middleware for view in views.values()}):
         chosen = {n: v for n, v in views.items() if v.middleware == middleware}
         with serving(
-            "uvicorn", python, middleware, db, workdir, http, BENCH_TRACE="1"
+            "uvicorn", python, middleware, db, workdir, http, pin, BENCH_TRACE="1"
         ) as server:
             for view in chosen.values():
                 for _ in range(3):
@@ -627,9 +629,11 @@ def smoke() -> int:
         problems = []
         for middleware in ("none", "default"):
             views = {n: v for n, v in VIEWS.items() if v.middleware == middleware}
-            with serving("uvicorn", python, middleware, db, workdir, "h11") as server:
+            with serving(
+                "uvicorn", python, middleware, db, workdir, "h11", pin=False
+            ) as server:
                 problems += check_views(server, views)
-        crossings = count_crossings(python, db, workdir, VIEWS, "h11")
+        crossings = count_crossings(python, db, workdir, VIEWS, "h11", pin=False)
     print(json.dumps({"problems": problems, "crossings": crossings}))
     return 1 if problems else 0
 
