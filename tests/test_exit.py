@@ -174,6 +174,9 @@ DAEMON_CALLER = """
     started = threading.Event()
 
     async def work():
+        # Upstream's caller registers the pool thread for exit as it starts:
+        # give it time to, before the main thread ends.
+        await asyncio.sleep(0.1)
         started.set()
         try:
             await asyncio.sleep(0.3)
@@ -263,7 +266,8 @@ CTRL_C = """
 
     async def work():
         try:
-            os.kill(os.getpid(), signal.SIGINT)  # interrupts the waiting main thread
+            await asyncio.sleep(0.2)  # the main thread is waiting by now
+            os.kill(os.getpid(), signal.SIGINT)  # and this interrupts it
             await asyncio.sleep(0.3)
             if SEND_BACK:
                 try:

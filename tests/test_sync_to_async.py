@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import traceback
+import types
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -299,6 +300,31 @@ def test_rejects_bound_coroutine_methods() -> None:
         sync_to_async(Holder().method)
 
 
+def test_rejects_bound_methods_marked_as_coroutine_functions() -> None:
+    class Holder:
+        @markcoroutinefunction
+        def method(self) -> None:
+            pass
+
+    with pytest.raises(TypeError, match=REJECTED):
+        sync_to_async(Holder().method)
+
+
+async def _takes_anything(*args: Any) -> None:
+    pass
+
+
+def test_methods_bound_over_other_callables_are_judged_by_the_method() -> None:
+    # Only a method's own __call__ and what inspect unwraps (functions and
+    # partials) count, not the __call__ of an object it was bound over.
+    for callable_object in (AsyncCallable(), SyncCallable()):
+        method = types.MethodType(callable_object, "owner")
+        wrapper: Any = sync_to_async(method)
+        assert wrapper.__wrapped__ is method
+    with pytest.raises(TypeError, match=REJECTED):
+        sync_to_async(types.MethodType(functools.partial(_takes_anything), "owner"))
+
+
 def test_rejects_partials_of_coroutine_functions() -> None:
     with pytest.raises(TypeError, match=REJECTED):
         sync_to_async(functools.partial(async_add, 1))
@@ -414,6 +440,22 @@ async def test_each_instance_binds_separately() -> None:
     await first.increment(3)
     await second.increment(4)
     assert (first.count, second.count) == (3, 4)
+
+
+def test_wrapper_over_a_bound_method_carries_what_update_wrapper_copies() -> None:
+    class Holder:
+        def method(self) -> None:
+            """A method with attributes of its own."""
+
+    vars(Holder)["method"].tag = "tagged"
+    vars(Holder)["method"].__wrapped__ = len  # replaced, as functools does
+    bound = Holder().method
+    namespace: Any = types.SimpleNamespace()
+    expected = functools.update_wrapper(namespace, bound)
+    wrapper: Any = sync_to_async(bound)
+    assert {name: vars(wrapper)[name] for name in vars(expected)} == vars(expected)
+    assert wrapper.__wrapped__ is bound
+    assert wrapper.tag == "tagged"
 
 
 async def test_wrapping_a_bound_method_exposes_self() -> None:

@@ -45,7 +45,7 @@ import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor, Future, InvalidStateError, ThreadPoolExecutor
-from types import FunctionType
+from types import FunctionType, MethodType
 
 # Dict, List and Optional go unused here: upstream binds them, so ``import *``
 # brings them (see __all__), as does InvalidStateError above.
@@ -66,6 +66,7 @@ from . import _compat
 from ._bridge import fork as _fork
 from ._bridge import hooks as _hooks
 from ._bridge import outer_loop as _outer_loop
+from ._bridge import request_threads as _request_threads
 from ._bridge.at_exit import finish as _finish_at_exit
 from ._bridge.context import adopt_local_data as _adopt_local_data
 from ._bridge.context import given_context_runner as _given_context_runner
@@ -169,6 +170,10 @@ def _is_async_callable(func: Any) -> bool:
     An async generator function is not: called, it returns its generator
     without awaiting anything, so ``sync_to_async`` accepts it as upstream
     does."""
+    if type(func) is MethodType and type(func.__func__) is FunctionType:
+        # A bound method (Django wraps several per request): inspect looks
+        # through it to its function, and its own __call__ never is one.
+        func = func.__func__
     if type(func) is FunctionType and _MARKER_NAME is not None:
         # The common case, from the code flags, without inspect's unwrapping.
         return bool(func.__code__.co_flags & _COROUTINE) or (
@@ -690,7 +695,12 @@ class SyncToAsync(Generic[_P, _R]):
                 )
             executor = self.context_to_thread_executor.get(context)
             if executor is None:
-                executor = _one_thread_pool()
+                # A reused request thread, with asgire.request_threads on and
+                # the context still entered; otherwise a fresh one-thread pool.
+                executor = (
+                    _request_threads.executor_for(context.token is not None)
+                    or _one_thread_pool()
+                )
                 self.context_to_thread_executor[context] = executor
             return executor
         loop_executor = AsyncToSync.loop_thread_executors.get(loop)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,16 @@ from typing import Any
 import pytest
 
 HERE = Path(__file__).resolve().parent
-_NEEDED = ("django", "channels", "daphne", "uvicorn", "httpx", "websockets")
+_NEEDED = (
+    "django",
+    "channels",
+    "channels_redis",
+    "psycopg",
+    "daphne",
+    "uvicorn",
+    "httpx",
+    "websockets",
+)
 
 if not all(importlib.util.find_spec(name) for name in _NEEDED):
     collect_ignore_glob = ["*"]
@@ -25,10 +35,15 @@ else:
     sys.path.insert(0, str(HERE / "project"))
 
     from harness import (
+        PostgresServer,
+        RedisServer,
         Server,
         assert_clean_shutdown,
         copy_database,
         migrated_database,
+        postgres_bindir,
+        start_postgres,
+        start_redis,
         start_server,
     )
 
@@ -43,10 +58,16 @@ else:
         """Start servers; any still running when the session ends are stopped."""
         started: list[Server] = []
 
-        def start_one(kind: str, app: str, *, with_db: bool = True) -> Server:
+        def start_one(
+            kind: str,
+            app: str,
+            *,
+            with_db: bool = True,
+            env: dict[str, str] | None = None,
+        ) -> Server:
             workdir = tmp_path_factory.mktemp(f"{kind}-server")
             db = copy_database(template_db, workdir / "db.sqlite3") if with_db else None
-            server = start_server(kind, app, workdir, db=db)
+            server = start_server(kind, app, workdir, db=db, env=env)
             started.append(server)
             return server
 
@@ -75,3 +96,42 @@ else:
 
         django.setup()
         return db
+
+    @pytest.fixture
+    def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+        """A Redis server of the test's own, stopped when the test ends.
+
+        Skipped only where Debian's redis-server is not installed at all
+        (scripts/ci-system-packages installs it); any other failure to start
+        fails the test.
+        """
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.skip("redis-server is not installed (scripts/ci-system-packages)")
+        workdir = tmp_path / "redis"
+        workdir.mkdir()
+        server = start_redis(workdir, executable)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    @pytest.fixture(scope="module")
+    def postgres_server(
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[PostgresServer]:
+        """A PostgreSQL cluster of the module's own, stopped and deleted after.
+
+        Skipped only where Debian's PostgreSQL server is not installed at all
+        (scripts/ci-system-packages installs it); any other failure to start
+        fails the tests.
+        """
+        bindir = postgres_bindir()
+        if bindir is None:
+            pytest.skip("postgresql is not installed (scripts/ci-system-packages)")
+        log = tmp_path_factory.mktemp("postgres") / "postgres.log"
+        server = start_postgres(bindir, log)
+        try:
+            yield server
+        finally:
+            server.stop()

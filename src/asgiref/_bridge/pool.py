@@ -41,6 +41,7 @@ from concurrent.futures import thread as _cf_thread
 from typing import Any
 
 from .._compat import POOL_HAND_OFF
+from . import request_threads
 from .hooks import is_original
 from .loop_inbox import call_soon_threadsafe
 from .threads import start_thread
@@ -105,7 +106,9 @@ def queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
 
 
 async def retire(executor: Executor) -> None:
-    """Shut ``executor`` down and join its thread without blocking the loop.
+    """Shut ``executor`` down and join its thread without blocking the loop;
+    a reused request thread (``request_threads``) is given back instead,
+    once its queue has run.
 
     Its thread may be waiting for this very loop (sync code in it called
     async_to_sync), so the loop must keep running until the thread is done.
@@ -124,11 +127,20 @@ async def retire(executor: Executor) -> None:
 
     if type(executor) is ThreadPoolExecutor:
         # The pool runs its queue in order: once this no-op has run, the
-        # thread has nothing left to do but exit.
+        # thread has nothing left to do but exit, or, for a reused request
+        # thread, to wait for its next context.
         try:
             marker = executor.submit(int)
         except RuntimeError:
             marker = None  # already shut down by someone else
+        if marker is not None and request_threads.lent(executor):
+            # A reused request thread: given back by the thread itself once
+            # its queue has run, before the exit completes, and even if the
+            # exit is cancelled.
+            marker.add_done_callback(lambda _: request_threads.give_back(executor))
+            marker.add_done_callback(notify)
+            await drained
+            return
         executor.shutdown(wait=False)
         if marker is not None:
             marker.add_done_callback(notify)

@@ -1,4 +1,5 @@
-"""One sync and one async websocket consumer, both in the 'broadcast' group."""
+"""One sync and one async websocket consumer, both in the 'broadcast' group,
+and one per user for the README's notification job."""
 
 from __future__ import annotations
 
@@ -51,3 +52,18 @@ class AsyncEcho(AsyncWebsocketConsumer):
 
     async def broadcast_message(self, event: dict[str, Any]) -> None:
         await self.send(text_data=f"broadcast:{event['text']}")
+
+
+class Notifications(AsyncWebsocketConsumer):
+    """Joins its user's group, ``user-<id>``, and forwards each notification."""
+
+    async def connect(self) -> None:
+        self.group = f"user-{self.scope['url_route']['kwargs']['user_id']}"
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def notify(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])

@@ -23,6 +23,10 @@ application = ProtocolTypeRouter(
                 [
                     path("ws/json/", consumers.JsonEcho.as_asgi()),
                     path("ws/async/", consumers.AsyncEcho.as_asgi()),
+                    path(
+                        "ws/notify/<int:user_id>/",
+                        consumers.Notifications.as_asgi(),
+                    ),
                 ]
             )
         ),

@@ -54,6 +54,12 @@ DATABASES = {
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+if "DEMO_REDIS" in os.environ:
+    # A real Redis between this server and the test process (test_redis.py).
+    CHANNEL_LAYERS["default"] = {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [os.environ["DEMO_REDIS"]]},
+    }
 
 # Django only logs request errors to the console in DEBUG mode; the tests read
 # the server's log to see that an exception arrived intact. Not propagated: a
