@@ -482,6 +482,85 @@ def test_a_loop_ended_early_is_still_cleaned_up_like_asyncio_run(
     assert escape.loop not in AsyncToSync.loop_thread_executors
 
 
+@pytest.mark.parametrize(
+    "exception",
+    [KeyboardInterrupt(), SystemExit(3)],
+    ids=["KeyboardInterrupt", "SystemExit"],
+)
+def test_an_interrupt_escaping_a_call_in_a_single_thread_context_fails_that_call(
+    exception: BaseException,
+) -> None:
+    escape = Escape(lambda: raise_in_a_sibling(exception))
+
+    async def loop_is_running() -> bool:
+        return asyncio.get_running_loop().is_running()
+
+    with AsyncSingleThreadContext():
+        with pytest.raises(type(exception)) as raised:
+            async_to_sync(escape.body)()
+        assert raised.value is exception
+        # What the call left was cleaned up as asyncio.run cleans up.
+        assert escape.events == {"task cancelled", "body finally"}
+        assert escape.tasks[0].cancelled()
+        assert escape.generator_closed()
+        assert escape.loop is not None
+        assert escape.loop.is_closed()
+        # Later calls in the block still run.
+        assert async_to_sync(loop_is_running)()
+        assert async_to_sync(loop_is_running)()
+    # The block exits without raising anything, and calls after it run.
+    assert async_to_sync(loop_is_running)()
+
+
+def test_a_call_made_while_an_interrupt_ends_a_blocks_loop_runs_after_it() -> None:
+    """Another thread sharing the block calls while the clean-up after an
+    interrupt is still running: that call waits for it, then runs."""
+    interrupt = SystemExit(4)
+    cleaning_up = threading.Event()
+    release = threading.Event()
+
+    async def slow_to_cancel() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cleaning_up.set()
+            await asyncio.to_thread(release.wait, 10)
+            raise
+
+    interrupted_loops: list[asyncio.AbstractEventLoop] = []
+    leftovers: list[asyncio.Task[None]] = []
+
+    async def interrupted() -> None:
+        interrupted_loops.append(asyncio.get_running_loop())
+        leftovers.append(asyncio.ensure_future(slow_to_cancel()))
+        await asyncio.sleep(0)
+        await raise_in_a_sibling(interrupt)
+        await asyncio.sleep(60)
+
+    async def running_loop() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    later: Future[asyncio.AbstractEventLoop] = Future()
+
+    def call_during_the_clean_up(context: contextvars.Context) -> None:
+        assert cleaning_up.wait(timeout=10)
+        # Most likely before the clean-up ends; the outcome is the same after.
+        threading.Timer(0.3, release.set).start()
+        later.set_result(context.run(async_to_sync(running_loop)))
+
+    with AsyncSingleThreadContext():
+        other = threading.Thread(
+            target=call_during_the_clean_up, args=(contextvars.copy_context(),)
+        )
+        other.start()
+        with pytest.raises(SystemExit) as raised:
+            async_to_sync(interrupted)()
+        assert raised.value is interrupt
+        other.join(timeout=10)
+        assert later.result(timeout=0) is not interrupted_loops[0]
+        assert interrupted_loops[0].is_closed()
+
+
 @pytest.mark.skipif(
     sys.version_info < (3, 13),
     reason="asyncio.run asks for a bounded wait from 3.12; the loop bounds it from 3.13",

@@ -298,6 +298,81 @@ def test_a_loop_thread_keeps_its_selector_and_self_pipe_until_it_ends(
 
 
 @pytest.mark.asgire_only
+@pytest.mark.parametrize("then", ["call", "exit"])
+def test_an_interrupt_from_a_task_between_calls_goes_to_the_blocks_next_step(
+    then: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task a call left running raises KeyboardInterrupt after that call
+    returned: the block's next call raises it (or its exit does, when no call
+    comes), and the call after that runs on a new loop."""
+    interrupt = KeyboardInterrupt()
+    returned = threading.Event()
+    raising = threading.Event()
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def interrupt_soon() -> None:
+        await asyncio.to_thread(returned.wait, 5)
+        raising.set()
+        raise interrupt
+
+    async def leave_an_interrupting_task() -> None:
+        loops.append(asyncio.get_running_loop())
+        leftover = asyncio.ensure_future(interrupt_soon())
+        leftover.add_done_callback(lambda done: done.exception())
+
+    async def running_loop() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def start_the_block() -> None:
+        async_to_sync(leave_an_interrupting_task)()
+        returned.set()
+        assert raising.wait(timeout=5)
+
+    if then == "call":
+        with AsyncSingleThreadContext():
+            start_the_block()
+            with pytest.raises(KeyboardInterrupt) as raised:
+                async_to_sync(running_loop)()
+            loop = async_to_sync(running_loop)()
+            assert loop is not loops[0]
+            assert async_to_sync(running_loop)() is loop
+    else:
+        with pytest.raises(KeyboardInterrupt) as raised, AsyncSingleThreadContext():
+            start_the_block()
+    assert raised.value is interrupt
+    assert loops[0].is_closed()
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+@pytest.mark.asgire_only
+@pytest.mark.skipif(not hasattr(os, "eventfd"), reason="loop inboxes use eventfd")
+def test_an_interrupt_cutting_a_pass_short_leaves_the_inbox_working(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An interrupt that escapes a pass before the inbox's reader ran leaves
+    that reader queued; the clean-up's pass queues it again, and the second
+    run finds nothing to read. That is no error."""
+    posted: list[str] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    async def escape_with_a_post_pending() -> None:
+        loop = asyncio.get_running_loop()
+        assert id(loop) in loop_inbox.inboxes
+        # The task's first step is queued ahead of the reader's run.
+        tasks.append(asyncio.ensure_future(interrupt()))
+        loop_inbox.call_soon_threadsafe(loop, posted.append, "ran")
+        await asyncio.sleep(60)
+
+    with AsyncSingleThreadContext(), pytest.raises(KeyboardInterrupt):
+        async_to_sync(escape_with_a_post_pending)()
+    assert posted == ["ran"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+@pytest.mark.asgire_only
 def test_loop_client_survives_between_calls_in_a_single_thread_context() -> None:
     """The pattern the context exists for: a client bound to its loop."""
 

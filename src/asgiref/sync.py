@@ -45,6 +45,7 @@ import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor, Future, InvalidStateError, ThreadPoolExecutor
+from concurrent.futures import wait as _wait_for
 from types import FunctionType, MethodType
 
 # Dict, List and Optional go unused here: upstream binds them, so ``import *``
@@ -248,30 +249,61 @@ class AsyncSingleThreadContext:
                 executor.shutdown()
         finally:
             AsyncToSync.async_single_thread_context.reset(token)
+        if shared is not None and shared.undelivered is not None:
+            raise shared.undelivered  # no call was left to raise it
 
     def _enter_call(self) -> _SharedLoop | None:
         """Count an ``async_to_sync`` call into the block's loop, started by
-        the first one; None once the block has exited (or the interpreter is
-        exiting): the call then runs as outside any block."""
-        with self._lock:
-            if self.token is None:
-                return None
-            shared = self._shared_loop
-            if shared is None or shared.pid != _fork.pid:  # none yet, or the parent's
-                executor = AsyncToSync.context_to_thread_executor.get(self)
-                if executor is None:
-                    executor = ThreadPoolExecutor(max_workers=1)
-                    AsyncToSync.context_to_thread_executor[self] = executor
-                shared = _SharedLoop(self._lock, _affinity.tag)
-                if not shared.start(executor):
+        the first one (or the first after an interrupt ended it); None once
+        the block has exited (or the interpreter is exiting): the call then
+        runs as outside any block."""
+        while True:
+            with self._lock:
+                if self.token is None:
                     return None
-                self._shared_loop = shared
-                # A context dropped without exiting still closes its loop.
-                shared.finalizer = weakref.finalize(self, shared.close)
-                shared.finalizer.atexit = False  # _bridge.at_exit's job
-            elif shared.closing:
-                return None  # closed at interpreter exit
-            shared.calls += 1
+                shared = self._shared_loop
+                if (
+                    shared is None
+                    or shared.pid != _fork.pid
+                    or shared.escaped is None
+                    or shared.ended
+                ):
+                    return self._enter_loop(shared)
+                ending = shared.finished
+            # An interrupt is ending the loop: a new one can start once it
+            # has (the block's thread runs one loop at a time).
+            _wait_for((ending,))
+
+    def _enter_loop(self, shared: _SharedLoop | None) -> _SharedLoop | None:
+        """``_enter_call``'s work, under the block's lock."""
+        if (
+            shared is not None
+            and shared.ended
+            and not shared.closing
+            and shared.pid == _fork.pid
+        ):
+            # Ended from within: whatever it left for no call, this one raises.
+            shared.finalizer.detach()
+            self._shared_loop = None
+            undelivered, shared.undelivered = shared.undelivered, None
+            if undelivered is not None:
+                raise undelivered
+            shared = None
+        if shared is None or shared.pid != _fork.pid:  # none yet, or the parent's
+            executor = AsyncToSync.context_to_thread_executor.get(self)
+            if executor is None:
+                executor = ThreadPoolExecutor(max_workers=1)
+                AsyncToSync.context_to_thread_executor[self] = executor
+            shared = _SharedLoop(self._lock, _affinity.tag)
+            if not shared.start(executor):
+                return None
+            self._shared_loop = shared
+            # A context dropped without exiting still closes its loop.
+            shared.finalizer = weakref.finalize(self, shared.close)
+            shared.finalizer.atexit = False  # _bridge.at_exit's job
+        elif shared.closing:
+            return None  # closed at interpreter exit
+        shared.calls += 1
         return shared
 
 
@@ -406,6 +438,7 @@ class AsyncToSync(Generic[_P, _R]):
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
         shared = None
         entered = [None]  # the call is counted into ``shared`` until popped
+        escaped = None  # what ended ``shared`` while the call was in it
         waiting = True
         try:
             if main_loop is None:
@@ -455,13 +488,18 @@ class AsyncToSync(Generic[_P, _R]):
                     raise
         finally:
             if shared is not None and waiting:
-                shared.leave(entered)
+                escaped = shared.leave(entered)
             # What the coroutine's thread left is this thread's again.
             if main_loop is None:
                 _restore_context_from_a_loop_thread(context[0])
             else:
                 _restore_context(context[0])
             self.executors.current = old_executor
+        if escaped is not None and shared is not None:
+            # As upstream's asyncio.run raises it once the loop is cleaned up,
+            # whatever the call reported.
+            _wait_for((shared.finished,))
+            raise escaped
         return call_result.result()
 
     def __get__(self, parent: Any, objtype: Any) -> Callable[_P, _R]:

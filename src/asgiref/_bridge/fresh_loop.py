@@ -136,7 +136,7 @@ def run_in_one_pass(main: Coroutine[Any, Any, None]) -> None:
         escaped = False
     finally:
         if escaped:
-            _wind_down_after_escape(loop)
+            wind_down_after_escape(loop)
         asyncio.set_event_loop(None)
         loop.close()
 
@@ -160,7 +160,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 async def _then_wind_down(main: Awaitable[None]) -> None:
     # main (main_wrap) reports whatever its coroutine raises, so it returns
-    # unless the loop is ended under it: _wind_down_after_escape cleans up
+    # unless the loop is ended under it: wind_down_after_escape cleans up
     # then, with this task among those it cancels.
     await main
     # asyncio.run stops its loop once main is done, and the stop comes
@@ -207,12 +207,12 @@ async def _turn(loop: asyncio.AbstractEventLoop) -> None:
         await asyncio.sleep(0)
 
 
-def _wind_down_after_escape(loop: asyncio.AbstractEventLoop) -> None:
-    """Clean up a fresh loop that something ended before its coroutine
-    finished (a KeyboardInterrupt or SystemExit from a task, or a
-    ``loop.stop()``), as ``asyncio.run`` does then: cancel and await every
-    task left, the coroutine's own included, then shut down async generators
-    and the default executor, each in a run of the loop of its own."""
+def wind_down_after_escape(loop: asyncio.AbstractEventLoop) -> None:
+    """Clean up a loop that something ended before its coroutines finished
+    (a KeyboardInterrupt or SystemExit from a task, or a ``loop.stop()``),
+    as ``asyncio.run`` does then: cancel and await every task left, the
+    coroutines' own included, then shut down async generators and the
+    default executor, each in a run of the loop of its own."""
     # The coroutine's own task is among them, unless the loop was ended
     # after it had finished.
     tasks = _cancel_leftovers(loop)

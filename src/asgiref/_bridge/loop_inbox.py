@@ -83,7 +83,13 @@ class LoopInbox:
 
     def run(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop's reader: run the callbacks posted so far."""
-        os.eventfd_read(self._fd)
+        try:
+            os.eventfd_read(self._fd)
+        except BlockingIOError:
+            # Queued twice: a pass that an exception cut short left this run
+            # queued, and the next pass queued it again. The first run took
+            # the signal, and with it every callback posted before it.
+            return
         pending = self._pending
         try:
             # Only what is here now, as the loop runs only the callbacks

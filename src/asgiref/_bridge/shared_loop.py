@@ -19,6 +19,12 @@ Guarantees:
   from other threads hand theirs over (see ``asgiref.sync.AsyncToSync``).
   The loop has an inbox, where there is one (``loop_inbox``), since every
   call in the block posts to it.
+- A ``KeyboardInterrupt`` or ``SystemExit`` that escapes the loop (raised
+  by one of its tasks) ends it as it would end ``asyncio.run``: what is left
+  is cleaned up as ``asyncio.run`` cleans up then, and the calls in it at
+  that moment raise that exception (``leave`` hands it to them). With no
+  call in it, the exception is kept (``undelivered``) for the block's next
+  call or its exit to raise. The block's next call starts a new loop.
 - A forked child neither closes nor waits for its parent's loops.
 
 Relies on: ``asyncio.events.new_event_loop()`` making what ``asyncio.run``
@@ -44,7 +50,7 @@ from typing import Any
 from ..local import _affinity
 from . import fork
 from .fork import after_fork_in_child
-from .fresh_loop import wind_down
+from .fresh_loop import wind_down, wind_down_after_escape
 from .loop_inbox import open_inbox
 from .threads import claim
 
@@ -66,6 +72,10 @@ class SharedLoop:
         self.calls = 0
         self.closing = False
         self.ended = False  # the loop has closed, whoever closed it
+        # What escaped the loop, ending it (see _serve); the part of it that
+        # no call was in the loop to receive.
+        self.escaped: BaseException | None = None
+        self.undelivered: BaseException | None = None
         self._drained: threading.Event | None = None
 
     def start(self, executor: Executor) -> bool:
@@ -97,26 +107,39 @@ class SharedLoop:
         open_inbox(loop)
         ready.set_result((loop, threading.get_ident()))
         try:
-            loop.run_forever()
-            loop.run_until_complete(wind_down())
+            try:
+                loop.run_forever()
+            except BaseException as exc:
+                # A task's KeyboardInterrupt or SystemExit: it goes to the
+                # calls in the loop now (or to whoever comes next), as
+                # asyncio.run would raise it to the one call it runs.
+                with self.lock:
+                    self.escaped = exc
+                    if not self.calls:
+                        self.undelivered = exc
+                wind_down_after_escape(loop)
+            else:
+                loop.run_until_complete(wind_down())
         finally:
             asyncio.set_event_loop(None)
             loop.close()
             # Stopped from within (a coroutine stopped it, or an exception
-            # escaped it): the calls left in it will never report.
+            # escaped it): the calls left in it may never report.
             with self.lock:
                 self.ended = True
                 if self._drained is not None:
                     self._drained.set()
 
-    def leave(self, entered: list[None]) -> None:
-        """Count a call out, once (``entered`` holds one element until then)."""
+    def leave(self, entered: list[None]) -> BaseException | None:
+        """Count a call out, once (``entered`` holds one element until then);
+        return what escaped the loop while the call was in it, if anything."""
         if not claim(entered):
-            return
+            return None
         with self.lock:
             self.calls -= 1
             if not self.calls and self._drained is not None:
                 self._drained.set()
+            return self.escaped
 
     def close(self) -> None:
         """Take no more calls, wait for those in flight, then stop and close
@@ -132,9 +155,15 @@ class SharedLoop:
             drained.wait()
         self._forget()
         with contextlib.suppress(RuntimeError):  # raised when already closed
-            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.loop.call_soon_threadsafe(self._stop)
         if threading.get_ident() != self.thread_id:
             self.finished.result()
+
+    def _stop(self) -> None:
+        # Once something has escaped the loop, the clean-up after it runs the
+        # loop to its end: a stop would cut that short.
+        if self.escaped is None:
+            self.loop.stop()
 
     def _forget(self) -> None:
         with _open_lock:
