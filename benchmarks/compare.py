@@ -35,18 +35,17 @@ import itertools
 import json
 import math
 import os
-import queue
 import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from asgire.bench import WORKLOADS, format_bytes, format_time
+from asgire.sidebyside import SideBySideError, Worker
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "src" / "asgire" / "bench.py"
@@ -57,8 +56,6 @@ SIDES: tuple[Side, Side] = ("upstream", "asgire")
 #: The process measuring the A/A side a second time.
 TWIN = "twin"
 
-#: Seconds to wait for any one reply from a benchmark process.
-REPLY_TIMEOUT = 120.0
 #: A process's figure for a workload: this percentile of its batches. Low
 #: enough to leave out batches slowed by other work on the machine, high
 #: enough not to be one lucky batch.
@@ -238,59 +235,17 @@ def _bench_command(python: Path, *arguments: str) -> list[str]:
     return [str(python), "-I", str(BENCH), *arguments]
 
 
-class Worker:
-    """A ``bench.py --serve`` process answering one request at a time."""
+def start_worker(process: str, python: Path) -> Worker:
+    """A ``bench.py --serve`` process of ``python``, named ``process``."""
+    return Worker(process, _bench_command(python, "--serve"))
 
-    def __init__(self, name: str, python: Path) -> None:
-        self.name = name
-        self._process = subprocess.Popen(
-            _bench_command(python, "--serve"),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        # A reader thread turns the blocking pipe into a queue with timeouts.
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-        self.environment: dict[str, Any] = self._receive()["environment"]
 
-    def _pump(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            self._lines.put(line)
-        self._lines.put("")  # end of output
-
-    def _receive(self) -> dict[str, Any]:
-        try:
-            line = self._lines.get(timeout=REPLY_TIMEOUT)
-        except queue.Empty:
-            raise CompareError(
-                f"the {self.name} process gave no answer in {REPLY_TIMEOUT:g} s"
-            ) from None
-        if not line:
-            status = self._process.wait()
-            raise CompareError(f"the {self.name} process exited with status {status}")
-        return json.loads(line)
-
-    def ask(self, **request: Any) -> dict[str, Any]:
-        assert self._process.stdin is not None
-        self._process.stdin.write(json.dumps(request) + "\n")
-        self._process.stdin.flush()
-        reply = self._receive()
-        if "error" in reply:
-            raise CompareError(
-                f"{self.name} {request.get('workload')}: {reply['error']}"
-            )
-        return reply
-
-    def close(self) -> None:
-        if self._process.stdin is not None:
-            self._process.stdin.close()
-        try:
-            self._process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+def ask(worker: Worker, **request: Any) -> dict[str, Any]:
+    """``worker``'s reply to ``request``; a workload's failure ends the run."""
+    reply = worker.ask(**request)
+    if "error" in reply:
+        raise CompareError(f"{worker.side} {request.get('workload')}: {reply['error']}")
+    return reply
 
 
 def process_pythons(pythons: dict[str, Path], aa: str | None) -> dict[str, Path]:
@@ -320,7 +275,7 @@ def measure_round(
     workers: dict[str, Worker] = {}
     try:
         for process, python in processes.items():
-            workers[process] = Worker(process, python)
+            workers[process] = start_worker(process, python)
         round_ = Round(
             environment={p: w.environment for p, w in workers.items()},
             batches={p: {} for p in workers},
@@ -347,8 +302,8 @@ def _measure_workload(
     batch_seconds = seconds / MAX_BATCHES
     units = {}
     for process in next(orders(list(workers), start)):
-        reply = workers[process].ask(
-            op="calibrate", workload=name, seconds=batch_seconds
+        reply = ask(
+            workers[process], op="calibrate", workload=name, seconds=batch_seconds
         )
         units[process] = reply["units"]
     taken: dict[str, list[Batch]] = {process: [] for process in workers}
@@ -359,7 +314,7 @@ def _measure_workload(
         ):
             break
         for process in order:
-            reply = workers[process].ask(op="run", workload=name, units=units[process])
+            reply = ask(workers[process], op="run", workload=name, units=units[process])
             batch = Batch(reply["value"], reply.get("switches"), reply.get("cpu"))
             taken[process].append(batch)
     for process, batches in taken.items():
@@ -779,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
             print(render_versions(runs))
             return 0
         return compare(args)
-    except CompareError as exc:
+    except (CompareError, SideBySideError) as exc:
         print(f"\ncompare: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
 

@@ -152,9 +152,10 @@ def build_upstream_with_what_is_at_hand(
 
 
 class Worker:
-    """A ``bench.py --serve`` process, answering one request at a time."""
+    """A ``bench.py --serve`` process, answering one request at a time;
+    ``side`` names it in errors (benchmarks/compare.py starts a "twin" too)."""
 
-    def __init__(self, side: Side, argv: Sequence[str]) -> None:
+    def __init__(self, side: str, argv: Sequence[str]) -> None:
         self.side = side
         # Closed by close(); a file, unlike a pipe, never fills up and blocks.
         self._errors: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
