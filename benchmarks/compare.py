@@ -645,6 +645,26 @@ def _round_from_json(data: dict[str, Any]) -> Round:
     )
 
 
+def add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--rebuild`` and ``--upstream-python``, which ``baseline_python`` reads."""
+    parser.add_argument(
+        "--rebuild", action="store_true", help="rebuild upstream's cached environment"
+    )
+    parser.add_argument(
+        "--upstream-python",
+        type=Path,
+        metavar="PATH",
+        help="interpreter of the baseline side instead of upstream 3.13.0's "
+        "cached environment: another checkout's, for an A/B of a change",
+    )
+
+
+def baseline_python(args: argparse.Namespace) -> Path:
+    """The baseline side's interpreter: ``--upstream-python``, else upstream's
+    cached environment (rebuilt first with ``--rebuild``)."""
+    return args.upstream_python or upstream_python(args.rebuild)
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark asgire against upstream asgiref "
@@ -697,16 +717,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="measure nothing: print the ratios of runs saved with --save, a "
         "column per run (one per Python version), as Markdown",
     )
-    parser.add_argument(
-        "--rebuild", action="store_true", help="rebuild upstream's cached environment"
-    )
-    parser.add_argument(
-        "--upstream-python",
-        type=Path,
-        metavar="PATH",
-        help="interpreter of the baseline side instead of upstream 3.13.0's "
-        "cached environment: another checkout's, for an A/B of a change",
-    )
+    add_baseline_arguments(parser)
     parser.add_argument(
         "--asgire-python",
         type=Path,
@@ -765,7 +776,7 @@ def compare(args: argparse.Namespace) -> int:
     if args.pin is not None:
         pin(args.pin)
     pythons: dict[str, Path] = {
-        "upstream": args.upstream_python or upstream_python(args.rebuild),
+        "upstream": baseline_python(args),
         "asgire": args.asgire_python,
     }
     aa = None if args.aa == "off" else args.aa

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from compare import BENCH, TARGETS, upstream_python
+from compare import BENCH, TARGETS, add_baseline_arguments, baseline_python
 
 from asgire.bench import WORKLOADS
 
@@ -204,16 +204,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--markdown", action="store_true", help="print a Markdown table"
     )
-    parser.add_argument(
-        "--rebuild", action="store_true", help="rebuild upstream's cached environment"
-    )
-    parser.add_argument(
-        "--upstream-python",
-        type=Path,
-        metavar="PATH",
-        help="interpreter of the baseline side instead of upstream 3.13.0's "
-        "cached environment: another checkout's, for an A/B of a change",
-    )
+    add_baseline_arguments(parser)
     arguments = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (Debian: apt install valgrind)")
@@ -224,7 +215,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     pythons = {
-        "upstream": arguments.upstream_python or upstream_python(arguments.rebuild),
+        "upstream": baseline_python(arguments),
         "asgire": Path(sys.executable),
     }
     total = 2 * len(arguments.names)
