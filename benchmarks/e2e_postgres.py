@@ -23,10 +23,8 @@ import argparse
 import contextlib
 import importlib
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,9 @@ PROJECT = ROOT / "tests" / "integration" / "project"
 sys.path.insert(0, str(PROJECT))
 # Imported by name: the harness lives with the integration suite.
 harness: Any = importlib.import_module("harness")
+# The end-to-end benchmark's wrk driver, which checks every response.
+sys.path.insert(0, str(ROOT / "benchmarks" / "e2e"))
+e2e: Any = importlib.import_module("run")
 
 CONFIGURATIONS = [
     # (label, provider, CONN_MAX_AGE, DEMO_REQUEST_THREADS)
@@ -60,53 +61,12 @@ class Sample:
     connections: int
 
 
-def _find(pattern: str, text: str) -> str:
-    match = re.search(pattern, text)
-    if match is None:
-        raise RuntimeError(f"no {pattern!r} in wrk's report:\n{text}")
-    return match.group(1)
-
-
-def _ms(text: str) -> float:
-    """wrk's latency ("812.00us", "1.20ms", "1.05s") in milliseconds."""
-    number = _find(r"^([\d.]+)", text)
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[text[len(number) :]]
-
-
-def _wrk(url: str, seconds: int, connections: int) -> str:
-    """wrk's report of a run (pinned to the second CPU)."""
-    pin = ["taskset", "-c", "1"] if shutil.which("taskset") else []
-    done = subprocess.run(
-        [
-            *pin,
-            "wrk",
-            "--threads", "1",
-            "--connections", str(connections),
-            "--duration", f"{seconds}s",
-            "--latency",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    )  # fmt: skip
-    return done.stdout
-
-
-def _load(url: str, seconds: int, connections: int) -> tuple[float, float, float, int]:
-    """Requests/s, p50 and p99 in ms, and requests, of a wrk run in which
-    every response was a 200."""
-    out = _wrk(url, seconds, connections)
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise RuntimeError(f"wrk saw failures:\n{out}")
-    rate = float(_find(r"Requests/sec:\s+([\d.]+)", out))
-    p50 = _ms(_find(r"\s50%\s+(\S+)", out))
-    p99 = _ms(_find(r"\s99%\s+(\S+)", out))
-    total = int(_find(r"(\d+) requests in", out))
-    if total == 0:
-        raise RuntimeError(f"no response at all:\n{out}")
-    return rate, p50, p99, total
+def _load(url: str, seconds: int, connections: int) -> Any:
+    """A wrk run (``run.py``'s ``WrkRun``) in which every response was a 200."""
+    done = e2e.run_wrk(url, None, seconds, connections)
+    if not done.clean:
+        raise RuntimeError(f"wrk saw failures: {done}")
+    return done
 
 
 def _pin(pid: int, cpu: int) -> None:
@@ -145,9 +105,9 @@ def measure(
     try:
         _pin(server.process.pid, 0)
         url = f"{server.url}/query/"
-        _wrk(url, 3, connections)  # warm-up: imports, first connections
+        _load(url, 3, connections)  # warm-up: imports, first connections
         before = postgres.connections_authorized(name)
-        rate, p50, p99, total = _load(url, seconds, connections)
+        done = _load(url, seconds, connections)
         made = postgres.connections_authorized(name) - before
     except BaseException:
         print(server.log()[-4000:], file=sys.stderr)
@@ -155,7 +115,7 @@ def measure(
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return Sample(rate, p50, p99, total, made)
+    return Sample(done.rps, done.p50_ms, done.p99_ms, done.requests, made)
 
 
 def main() -> int:
