@@ -151,6 +151,30 @@ def in_new_thread() -> Callable[..., Any]:
     return _run_in_new_thread
 
 
+def _eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Whether ``condition()`` comes to hold within ``timeout`` seconds,
+    collecting garbage before each look."""
+    deadline = time.monotonic() + timeout
+    while True:
+        gc.collect()
+        if condition():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def eventually() -> Callable[..., bool]:
+    """``eventually(condition, timeout=10.0)``: whether ``condition()`` comes
+    to hold within the bound, collecting garbage before each look. For what a
+    worker thread lets go of just after the caller has the outcome: the
+    worker's frame (the call's arguments, its loop) lives until the worker
+    returns from the call, a moment after it has handed the outcome over. A
+    reference that stays fails all the same, only later."""
+    return _eventually
+
+
 def _python_output(script: str) -> list[str]:
     done = subprocess.run(
         [sys.executable, "-c", script],
