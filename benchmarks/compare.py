@@ -232,19 +232,37 @@ def upstream_python(rebuild: bool) -> Path:
     return python
 
 
-def _bench_command(python: Path, *arguments: str) -> list[str]:
+# Runs ``prelude`` (argv[1]), then bench.py (argv[2]) as the main script.
+_AFTER_PRELUDE = (
+    "import runpy, sys; exec(sys.argv.pop(1)); del sys.argv[0]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+def _bench_command(python: Path, *arguments: str, prelude: str = "") -> list[str]:
     # -I keeps src/asgire/ (the script's folder) and the working directory off
     # sys.path, so each interpreter imports only its own installed asgiref.
+    if prelude:
+        return [
+            str(python),
+            "-I",
+            "-c",
+            _AFTER_PRELUDE,
+            prelude,
+            str(BENCH),
+            *arguments,
+        ]
     return [str(python), "-I", str(BENCH), *arguments]
 
 
 class Worker:
-    """A ``bench.py --serve`` process answering one request at a time."""
+    """A ``bench.py --serve`` process answering one request at a time; with a
+    ``prelude``, Python source run first (to switch something off)."""
 
-    def __init__(self, name: str, python: Path) -> None:
+    def __init__(self, name: str, python: Path, prelude: str = "") -> None:
         self.name = name
         self._process = subprocess.Popen(
-            _bench_command(python, "--serve"),
+            _bench_command(python, "--serve", prelude=prelude),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -315,12 +333,15 @@ def measure_round(
     names: list[str],
     seconds: float,
     number: int,
+    preludes: dict[str, str] | None = None,
 ) -> Round:
-    """Measure ``names`` in fresh processes, batch by batch, in turn."""
+    """Measure ``names`` in fresh processes, batch by batch, in turn; a
+    process named in ``preludes`` runs its prelude first (see ``Worker``)."""
     workers: dict[str, Worker] = {}
     try:
         for process, python in processes.items():
-            workers[process] = Worker(process, python)
+            prelude = (preludes or {}).get(process, "")
+            workers[process] = Worker(process, python, prelude)
         round_ = Round(
             environment={p: w.environment for p, w in workers.items()},
             batches={p: {} for p in workers},
