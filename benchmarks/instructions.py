@@ -106,6 +106,9 @@ def _count_run(python: Path, name: str, units: int, warm_up: int, prelude: str) 
         "valgrind",
         "--tool=callgrind",
         "--callgrind-out-file=/dev/null",
+        # A run that starts a thread per call can outpace valgrind's reaping
+        # of the ended ones, and its table of threads (500) fills.
+        "--max-threads=5000",
         str(python),
         "-c",
         _RUNNER,

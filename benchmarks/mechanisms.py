@@ -29,6 +29,7 @@ usage error.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -184,9 +185,10 @@ class Result:
 
     @property
     def instructions(self) -> float | None:
-        if self.instructions_on is None or not self.instructions_off:
+        on, off = self.instructions_on, self.instructions_off
+        if on is None or off is None or math.isnan(on) or math.isnan(off):
             return None
-        return self.instructions_on / self.instructions_off
+        return on / off
 
     def pays(self) -> bool | None:
         """Whether this workload shows the saving that keeps the mechanism
@@ -254,7 +256,12 @@ def count_instructions(
     }
 
     def count(key: tuple[str, str]) -> float:
-        found = count_side(python, key[1], key[0])
+        try:
+            found = count_side(python, key[1], key[0])
+        except RuntimeError as failure:
+            # One failed run leaves the others' counts standing.
+            progress(f"{key[1]} FAILED: {str(failure)[:300]}")
+            return math.nan
         progress(key[1])
         return found
 

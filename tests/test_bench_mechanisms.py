@@ -124,3 +124,24 @@ def test_the_table_ends_with_each_verdict(mechanisms: ModuleType) -> None:
         "cache: inactive on this Python",
     ]
     assert "0.800" in table
+
+
+def test_a_failed_count_leaves_the_others_standing(
+    mechanisms: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def count_side(python: Path, name: str, prelude: str) -> float:
+        if name == "w1" and prelude:
+            raise RuntimeError("valgrind crashed")
+        return 40.0
+
+    monkeypatch.setattr(mechanisms, "count_side", count_side)
+    reported: list[str] = []
+    chosen = [mechanisms.Mechanism("a", "off_a = 1", ("w1", "w2"))]
+    counts = mechanisms.count_instructions(
+        chosen, Path(sys.executable), 1, reported.append
+    )
+    assert counts["a", "w2"] == (40.0, 40.0)
+    on, off = counts["a", "w1"]
+    result = mechanisms.Result("a", "w1", instructions_on=on, instructions_off=off)
+    assert result.instructions is None
+    assert any("valgrind crashed" in line for line in reported)
