@@ -99,16 +99,6 @@ MECHANISMS = [
         ("django_sandwich",),
     ),
     Mechanism(
-        "thread-handler-fast-path",
-        "from asgiref._bridge.sync_call import SyncCall\n"
-        "def run(self, *_):\n"
-        "    if self._claim():\n"
-        "        self._report(*self._outcome(self._handler(), "
-        "self._handler_arguments()))\n"
-        "SyncCall.run = run",
-        ("s2a_sensitive",),
-    ),
-    Mechanism(
         "turn-skip",
         "import asgiref._bridge.fresh_loop as m; m.LOOP_READY_QUEUE = False",
         _FRESH_LOOP,
