@@ -18,9 +18,8 @@ affects, two ways:
 
 A mechanism pays on this Python when it saves at least 5% of some workload's
 clock (ratio at most 0.95, and further from 1 than that workload's A/A
-noise) or 10% of its instructions (ratio at most 0.90). Mechanisms the running
-Python does not use (eager task start before 3.12, the running-loop cache
-from 3.12) are listed as inactive.
+noise) or 10% of its instructions (ratio at most 0.90). A mechanism the running
+Python does not use (eager task start before 3.12) is listed as inactive.
 
 Exit codes: 0 when everything was measured, 1 when a run failed, 2 on a
 usage error.
@@ -136,12 +135,6 @@ MECHANISMS = [
         "m.create_task = lambda loop, coro: loop.create_task(coro)",
         ("a2s_to_outer_loop",),
         lambda: _compat.EAGER_TASKS,
-    ),
-    Mechanism(
-        "running-loop-cache",
-        "import asyncio, asgiref.sync as m; m._running_loop = asyncio.get_running_loop",
-        ("s2a_sensitive",),
-        lambda: _compat.RUNNING_LOOP_CACHE,
     ),
     Mechanism(
         "coroutine-marker-set",
