@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+# Both sides of the A/B are asgire: nothing here concerns upstream.
+pytestmark = pytest.mark.asgire_only
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "src" / "asgire" / "bench.py"
 
