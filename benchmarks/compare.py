@@ -229,15 +229,33 @@ def upstream_python(rebuild: bool) -> Path:
     return python
 
 
-def _bench_command(python: Path, *arguments: str) -> list[str]:
+# Runs ``prelude`` (argv[1]), then bench.py (argv[2]) as the main script.
+_AFTER_PRELUDE = (
+    "import runpy, sys; exec(sys.argv.pop(1)); del sys.argv[0]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+def _bench_command(python: Path, *arguments: str, prelude: str = "") -> list[str]:
     # -I keeps src/asgire/ (the script's folder) and the working directory off
     # sys.path, so each interpreter imports only its own installed asgiref.
+    if prelude:
+        return [
+            str(python),
+            "-I",
+            "-c",
+            _AFTER_PRELUDE,
+            prelude,
+            str(BENCH),
+            *arguments,
+        ]
     return [str(python), "-I", str(BENCH), *arguments]
 
 
-def start_worker(process: str, python: Path) -> Worker:
-    """A ``bench.py --serve`` process of ``python``, named ``process``."""
-    return Worker(process, _bench_command(python, "--serve"))
+def start_worker(process: str, python: Path, prelude: str = "") -> Worker:
+    """A ``bench.py --serve`` process of ``python``, named ``process``; with a
+    ``prelude``, Python source it runs first (to switch something off)."""
+    return Worker(process, _bench_command(python, "--serve", prelude=prelude))
 
 
 def ask(worker: Worker, **request: Any) -> dict[str, Any]:
@@ -270,12 +288,15 @@ def measure_round(
     names: list[str],
     seconds: float,
     number: int,
+    preludes: dict[str, str] | None = None,
 ) -> Round:
-    """Measure ``names`` in fresh processes, batch by batch, in turn."""
+    """Measure ``names`` in fresh processes, batch by batch, in turn; a
+    process named in ``preludes`` runs its prelude first (see ``Worker``)."""
     workers: dict[str, Worker] = {}
     try:
         for process, python in processes.items():
-            workers[process] = start_worker(process, python)
+            prelude = (preludes or {}).get(process, "")
+            workers[process] = start_worker(process, python, prelude)
         round_ = Round(
             environment={p: w.environment for p, w in workers.items()},
             batches={p: {} for p in workers},

@@ -48,10 +48,12 @@ LONG_RUN = 6
 CROSSING_OPS = 200
 CHEAP_OPS = 2_000
 
-# Run by ``python -c`` under valgrind: load bench.py by path (it imports only
+# Run by ``python -c`` under valgrind: run the prelude (Python source that
+# switches something off, or nothing), load bench.py by path (it imports only
 # asgiref, so it runs on either side), warm up, then run the counted batch.
 _RUNNER = """\
 import sys
+exec(sys.argv[5])
 sys.path.insert(0, sys.argv[1])
 import bench
 workload = bench.WORKLOADS[sys.argv[2]]
@@ -99,11 +101,14 @@ def per_operation(name: str, short_total: int, long_total: int) -> float:
     return (long_total - short_total) / extra_ops
 
 
-def _count_run(python: Path, name: str, units: int, warm_up: int) -> int:
+def _count_run(python: Path, name: str, units: int, warm_up: int, prelude: str) -> int:
     command = [
         "valgrind",
         "--tool=callgrind",
         "--callgrind-out-file=/dev/null",
+        # A run that starts a thread per call can outpace valgrind's reaping
+        # of the ended ones, and its table of threads (500) fills.
+        "--max-threads=5000",
         str(python),
         "-c",
         _RUNNER,
@@ -111,6 +116,7 @@ def _count_run(python: Path, name: str, units: int, warm_up: int) -> int:
         name,
         str(units),
         str(warm_up),
+        prelude,
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -121,11 +127,12 @@ def _count_run(python: Path, name: str, units: int, warm_up: int) -> int:
     return callgrind_total(done.stderr)
 
 
-def count_side(python: Path, name: str) -> float:
-    """Instructions per operation of ``name`` with the asgiref ``python`` has."""
+def count_side(python: Path, name: str, prelude: str = "") -> float:
+    """Instructions per operation of ``name`` with the asgiref ``python`` has,
+    after running the Python source ``prelude`` in the same process."""
     units = short_run_units(name)
-    short = _count_run(python, name, units, warm_up=units)
-    long = _count_run(python, name, LONG_RUN * units, warm_up=units)
+    short = _count_run(python, name, units, units, prelude)
+    long = _count_run(python, name, LONG_RUN * units, units, prelude)
     return per_operation(name, short, long)
 
 

@@ -40,16 +40,6 @@ def test_the_running_loop_comes_from_asyncio_without_raising() -> None:
     assert _compat.get_running_loop_or_none() is None
 
 
-def test_the_running_loop_cache_is_used_exactly_where_it_pays() -> None:
-    assert _compat.RUNNING_LOOP_CACHE is (sys.version_info < (3, 12))
-    expected = (
-        _compat._cached_running_loop
-        if sys.version_info < (3, 12)
-        else asyncio.get_running_loop
-    )
-    assert _compat.running_loop is expected
-
-
 def test_the_coroutine_marker_is_known() -> None:
     assert _compat.COROUTINE_MARKER is not None
     name, value = _compat.COROUTINE_MARKER
@@ -275,7 +265,6 @@ def test_shutting_down_the_default_executor_is_bounded_as_asyncio_run_does() -> 
 # The private names each capability of _compat relies on.
 PRIVATE_NAMES_BY_CAPABILITY = {
     "get_running_loop_or_none": "_get_running_loop",
-    "RUNNING_LOOP_CACHE": "_thread_id",
     "COROUTINE_MARKER": "_is_coroutine _is_coroutine_marker",
     "IMMUTABLE_TYPE_FLAG": "Py_TPFLAGS_IMMUTABLETYPE",
     "POOL_HAND_OFF": "_work_queue _shutdown_lock _shutdown _broken _threads _value"

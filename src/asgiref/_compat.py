@@ -30,7 +30,6 @@ import inspect
 import os
 import sys
 import threading
-import weakref
 from collections.abc import Callable
 from concurrent.futures import thread as _cf_thread
 from types import FunctionType
@@ -64,52 +63,6 @@ get_running_loop_or_none: Callable[[], asyncio.AbstractEventLoop | None] = (
     getattr(asyncio, "_get_running_loop", None)  # cpython-private: _get_running_loop
     or _running_loop_or_none_fallback
 )
-
-# running_loop(): asyncio.get_running_loop(), made cheap on 3.10 and 3.11.
-#   There it makes a getpid() system call every time, to notice a fork, which
-#   is a measurable part of a crossing. A loop that asyncio implements records
-#   the thread running it in _thread_id, so a loop remembered per thread is
-#   still that thread's running loop exactly when its _thread_id matches.
-#   RUNNING_LOOP_CACHE says whether the cache is in use. Fallback (3.12+, or
-#   no _thread_id): asyncio.get_running_loop(). Checked on 3.10-3.11. Can go:
-#   with 3.11.
-
-
-RUNNING_LOOP_CACHE = sys.version_info < (3, 12) and sets_attributes(
-    asyncio.base_events.BaseEventLoop, "_thread_id"
-)
-
-
-def _no_loop() -> None:
-    return None
-
-
-class _LastLoop(threading.local):
-    # Weak, so that a finished loop is not kept alive by its thread.
-    ref: Callable[[], asyncio.AbstractEventLoop | None] = staticmethod(_no_loop)
-
-
-_last_loop = _LastLoop()  # per thread: touched only by the thread it belongs to
-
-
-def _cached_running_loop() -> asyncio.AbstractEventLoop:
-    loop = _last_loop.ref()
-    # Other loop implementations (uvloop) have no _thread_id: never reused.
-    # cpython-private: _thread_id
-    if getattr(loop, "_thread_id", None) == threading.get_ident():
-        return loop  # type: ignore[return-value]  # ty: ignore[invalid-return-type]
-    running = asyncio.get_running_loop()
-    _last_loop.ref = weakref.ref(running)
-    return running
-
-
-running_loop: Callable[[], asyncio.AbstractEventLoop] = (
-    _cached_running_loop if RUNNING_LOOP_CACHE else asyncio.get_running_loop
-)
-
-
-def _forget_last_loop() -> None:
-    _last_loop.ref = _no_loop
 
 
 # -- Coroutine functions ------------------------------------------------------
@@ -381,9 +334,3 @@ _register_atexit = getattr(
 )  # cpython-private: _register_atexit
 THREADING_ATEXIT = _register_atexit is not None
 at_threading_exit: Callable[..., Any] = _register_atexit or atexit.register
-
-
-# After fork() only the forking thread survives, and its loop, if it ran
-# one, belongs to the parent (no fork() on Windows).
-if RUNNING_LOOP_CACHE and hasattr(os, "register_at_fork"):  # pragma: no branch
-    os.register_at_fork(after_in_child=_forget_last_loop)

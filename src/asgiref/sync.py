@@ -89,7 +89,6 @@ from ._bridge.waiter import Outcome as _Outcome
 from ._bridge.waiter import Waiter as _Waiter
 from ._bridge.wrapping import copy_metadata as _copy_metadata
 from ._compat import get_running_loop_or_none as _get_running_loop
-from ._compat import running_loop as _running_loop
 from .current_thread_executor import CurrentThreadExecutor
 from .local import _STATE as _LOCAL_STATE
 from .local import Local, _affinity, _peek
@@ -631,7 +630,7 @@ class SyncToAsync(Generic[_P, _R]):
 
     async def __call__(self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         __traceback_hide__ = True  # noqa: F841
-        loop = _running_loop()
+        loop = asyncio.get_running_loop()
         if self._thread_sensitive:
             executor = self._thread_sensitive_executor(loop)
         else:

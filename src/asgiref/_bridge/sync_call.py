@@ -218,23 +218,7 @@ class SyncCall:
         __traceback_hide__ = True  # noqa: F841
         if not self._claim():
             return
-        if self.handler is None and not self.kwargs:
-            # SyncToAsync's own handler, given positional arguments only: none
-            # can clash with its names, so they go to it without building a
-            # child partial on every crossing.
-            handler: Callable[..., Any] = type(self.owner).thread_handler
-            arguments = (
-                self.owner,
-                self.loop,
-                self._exc_info(),
-                self.task_context,
-                self.run_in_context,
-                self.func,
-                *self.args,
-            )
-        else:
-            handler, arguments = self._handler(), self._handler_arguments()
-        self._report(*self._outcome(handler, arguments))
+        self._report(*self._outcome(self._handler(), self._handler_arguments()))
 
     def job(self) -> ThreadHandlerJob:
         """What upstream hands to ``loop.run_in_executor()``: ``thread_handler``
