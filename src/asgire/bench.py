@@ -517,16 +517,19 @@ _ALL = [
         "least_hop",
         "floor: the cheapest hop to a worker thread and back",
         _least_hop,
+        quick=False,
     ),
     Workload(
         "least_hop_back",
         "floor: the cheapest hop from a sync thread to a running loop and back",
         _least_hop_back,
+        quick=False,
     ),
     Workload(
         "thread_ping_pong",
         "floor: two threads waking each other through queues, no event loop",
         _thread_ping_pong,
+        quick=False,
     ),
     Workload(
         "s2a_sensitive",
