@@ -121,6 +121,32 @@ TARGETS = [
 ]
 
 
+def _floor(floor: str, workload: str) -> Target:
+    limit = next(t.limit for t in TARGETS if t.label == workload)
+    return Target(
+        f"{floor} / upstream {workload}",
+        limit,
+        ("upstream", floor),
+        ("upstream", workload),
+    )
+
+
+# What a library doing nothing but the hop would score: the cheapest hop of a
+# crossing's shape (no asgiref code, timed in upstream's own process) over
+# upstream's crossing. Where one reads above its workload's target, no library
+# can meet that target on this machine. thread_ping_pong is the two wake-ups
+# alone, with no event loop. Shown, never judged.
+FLOORS = [
+    _floor(floor, workload)
+    for floor, workloads in (
+        ("least_hop", ("s2a_sensitive", "s2a_non_sensitive", "s2a_inline")),
+        ("least_hop_back", ("a2s_from_thread", "a2s_to_outer_loop")),
+        ("thread_ping_pong", ("s2a_sensitive", "a2s_to_outer_loop")),
+    )
+    for workload in workloads
+]
+
+
 @dataclass
 class Batch:
     """What one batch of one process measured."""
@@ -472,6 +498,11 @@ def summarise(
                 target.label, "", "", ratio, spread, "", limit, verdict or "n/a", "", ""
             )
         )
+    for target in FLOORS:
+        if {target.numerator[1], target.denominator[1]} <= set(names):
+            ratio, spread, _ = _ratio_cells(rounds, target, None)
+            limit = f"<= {target.limit:g}"
+            rows.append(Row(target.label, "", "", ratio, spread, "", limit, "", "", ""))
     return rows, all(verdict == "pass" for verdict in verdicts)
 
 
@@ -613,7 +644,7 @@ def render_versions(runs: list[dict[str, Any]]) -> str:
     """A Markdown table of several saved runs' ratios, a column per Python."""
     loaded = [(run, [_round_from_json(r) for r in run["rounds"]]) for run in runs]
     names = [n for n in WORKLOADS if any(n in run["names"] for run, _ in loaded)]
-    targets = {t.label: t for t in TARGETS}
+    targets = {t.label: t for t in [*TARGETS, *FLOORS]}
     heads = [f"Python {run['python']}" for run, _ in loaded]
     lines = [
         "| workload | target | " + " | ".join(heads) + " |",
@@ -623,7 +654,7 @@ def render_versions(runs: list[dict[str, Any]]) -> str:
         {row.label: row for row in summarise(rounds, run["names"], run["aa"])[0]}
         for run, rounds in loaded
     ]
-    labels = names + [t.label for t in TARGETS if t.label not in names]
+    labels = names + [label for label in targets if label not in names]
     for label in labels:
         cells = []
         for summary in summaries:

@@ -32,7 +32,8 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,161 @@ def _bare_hop_back(units: int) -> float:
         return await asyncio.to_thread(post, asyncio.get_running_loop())
 
     return asyncio.run(main())
+
+
+class _Resumable:
+    """The least an awaitable can be for a task: it keeps the task's wake-up
+    and calls it the moment the value arrives, where a Future would leave it
+    for the loop's next pass."""
+
+    __slots__ = ("_asyncio_future_blocking", "_loop", "_wakeup", "value")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._asyncio_future_blocking = False
+        self.value = 0
+
+    def __await__(self) -> Generator[_Resumable, None, int]:
+        self._asyncio_future_blocking = True
+        yield self
+        return self.value
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def add_done_callback(self, callback: Any, *, context: Any = None) -> None:
+        self._wakeup = (callback, context)
+
+    def result(self) -> int:
+        return self.value
+
+    def resume(self, value: int) -> None:
+        self.value = value
+        callback, context = self._wakeup
+        context.run(callback, self)
+
+
+class _Doorbell:
+    """Callbacks posted to a loop from other threads: a deque and, on Linux,
+    an eventfd the loop reads (one write to post, one read to collect);
+    elsewhere ``call_soon_threadsafe``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._posted: deque[tuple[Callable[[int], object], int]] = deque()
+        self._fd = os.eventfd(0, os.EFD_NONBLOCK) if _HAS_EVENTFD else -1
+        if self._fd >= 0:
+            loop.add_reader(self._fd, self._collect)
+
+    def post(self, callback: Callable[[int], object], value: int) -> None:
+        if self._fd < 0:
+            self._loop.call_soon_threadsafe(callback, value)
+            return
+        self._posted.append((callback, value))
+        os.eventfd_write(self._fd, 1)
+
+    def _collect(self) -> None:
+        os.eventfd_read(self._fd)
+        posted = self._posted
+        for _ in range(len(posted)):
+            callback, value = posted.popleft()
+            callback(value)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+
+
+_HAS_EVENTFD = hasattr(os, "eventfd")
+
+
+def _least_hop(units: int) -> float:
+    # What a library doing nothing but the hop would cost: the cheapest
+    # hand-over known both ways (a waiting worker, a doorbell back) and the
+    # task resumed in the very callback that brings the result.
+    jobs: queue.SimpleQueue[tuple[Callable[[], int], _Resumable] | None]
+    jobs = queue.SimpleQueue()
+
+    def serve(doorbell: _Doorbell) -> None:
+        while (job := jobs.get()) is not None:
+            func, waiter = job
+            doorbell.post(waiter.resume, func())
+
+    async def timed() -> float:
+        loop = asyncio.get_running_loop()
+        doorbell = _Doorbell(loop)
+        worker = threading.Thread(
+            target=serve, args=(doorbell,), name="bench-least-hop", daemon=True
+        )
+        worker.start()
+        try:
+            start = _clock()
+            for _ in range(units):
+                waiter = _Resumable(loop)
+                jobs.put((_work, waiter))
+                await waiter
+            return _clock() - start
+        finally:
+            jobs.put(None)
+            worker.join()
+            doorbell.close()
+
+    return asyncio.run(timed())
+
+
+def _least_hop_back(units: int) -> float:
+    # What async_to_sync back to a running loop would cost if the library did
+    # nothing but the hop: the sync thread rings the loop's doorbell, the
+    # loop's callback runs the coroutine to its end in place and puts the
+    # result on a queue the sync thread waits on.
+    results: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def run_coroutine(_: int) -> None:
+        coroutine = _async_work()
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            results.put(done.value)
+
+    def post(doorbell: _Doorbell) -> float:
+        start = _clock()
+        for _ in range(units):
+            doorbell.post(run_coroutine, 0)
+            results.get()
+        return _clock() - start
+
+    async def main() -> float:
+        doorbell = _Doorbell(asyncio.get_running_loop())
+        try:
+            return await asyncio.to_thread(post, doorbell)
+        finally:
+            doorbell.close()
+
+    return asyncio.run(main())
+
+
+def _thread_ping_pong(units: int) -> float:
+    # Two wake-ups and nothing else: one thread hands a token to another
+    # through a queue and waits for it to come back, no event loop involved.
+    there: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    back: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def echo() -> None:
+        while (token := there.get()) is not None:
+            back.put(token)
+
+    worker = threading.Thread(target=echo, name="bench-ping-pong", daemon=True)
+    worker.start()
+    try:
+        start = _clock()
+        for _ in range(units):
+            there.put(1)
+            back.get()
+        return _clock() - start
+    finally:
+        there.put(None)
+        worker.join()
 
 
 def _time_awaits(call: Callable[[], Awaitable[object]], units: int) -> float:
@@ -356,6 +512,24 @@ _ALL = [
         "bare_hop_back",
         "floor: bare hop from a sync thread to a running loop and back",
         _bare_hop_back,
+    ),
+    Workload(
+        "least_hop",
+        "floor: the cheapest hop to a worker thread and back",
+        _least_hop,
+        quick=False,
+    ),
+    Workload(
+        "least_hop_back",
+        "floor: the cheapest hop from a sync thread to a running loop and back",
+        _least_hop_back,
+        quick=False,
+    ),
+    Workload(
+        "thread_ping_pong",
+        "floor: two threads waking each other through queues, no event loop",
+        _thread_ping_pong,
+        quick=False,
     ),
     Workload(
         "s2a_sensitive",
