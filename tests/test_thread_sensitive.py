@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import gc
 import inspect
 import threading
 import weakref
@@ -532,6 +533,97 @@ async def test_exiting_joins_the_context_thread() -> None:
     assert not thread.is_alive()
 
 
+# Right after the call, the thread may still hold it; a while later,
+# nothing does.
+@pytest.mark.asgire_only
+@pytest.mark.parametrize("pause", [False, True])
+async def test_exiting_after_calls_that_returned_does_not_turn_the_loop(
+    pause: bool,
+) -> None:
+    # The thread has nothing left to do but leave: it is joined at once.
+    # Upstream joins every context's thread from a thread of its own.
+    loop = asyncio.get_running_loop()
+    turned: list[str] = []
+    async with ThreadSensitiveContext():
+        thread = await here()
+        if pause:
+            await asyncio.sleep(0.05)
+            gc.collect()
+        loop.call_soon(turned.append, "turned")
+    assert turned == []
+    assert not thread.is_alive()
+
+
+@pytest.mark.asgire_only
+async def test_with_joining_at_once_switched_off_the_exit_turns_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asgiref._bridge import pool
+
+    monkeypatch.setattr(pool, "JOIN_IDLE_AT_ONCE", False)
+    loop = asyncio.get_running_loop()
+    turned: list[str] = []
+    async with ThreadSensitiveContext():
+        thread = await here()
+        loop.call_soon(turned.append, "turned")
+    assert turned == ["turned"]
+    assert not thread.is_alive()
+
+
+async def test_exiting_after_a_call_that_raised_joins_the_thread() -> None:
+    def fail() -> threading.Thread:
+        raise LookupError(threading.current_thread())
+
+    with pytest.raises(LookupError) as raised:
+        async with ThreadSensitiveContext():
+            await sync_to_async(fail)()
+    thread = raised.value.args[0]
+    assert thread not in single_thread_executor_threads()
+    assert not thread.is_alive()
+
+
+@pytest.mark.asgire_only
+async def test_a_last_call_cancelled_before_it_started_keeps_the_loop_running() -> None:
+    # The thread is still busy with an earlier call when the block exits: a
+    # cancelled call queued behind it must not pass for one that returned.
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    released = threading.Event()
+
+    def busy() -> bool:
+        loop.call_soon_threadsafe(started.set)
+        return released.wait(5)  # set from the loop, if it keeps running
+
+    async with ThreadSensitiveContext():
+        running = asyncio.ensure_future(sync_to_async(busy)())
+        await started.wait()
+        queued = asyncio.ensure_future(here())  # behind busy(), on its thread
+        await asyncio.sleep(0)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        await asyncio.sleep(0.01)  # the cancelled call's report arrives
+        loop.call_soon(released.set)
+    assert await running is True
+
+
+async def test_work_submitted_to_the_context_executor_keeps_the_loop_running() -> None:
+    # The last sync_to_async call returned, but work handed to the context's
+    # executor directly is still running, and needs the loop to finish.
+    loop = asyncio.get_running_loop()
+    released = threading.Event()
+
+    def waits_for_the_loop() -> bool:
+        return released.wait(5)  # set from the loop, if it keeps running
+
+    async with ThreadSensitiveContext() as context:
+        await here()
+        executor = SyncToAsync.context_to_thread_executor[context]
+        submitted = executor.submit(waits_for_the_loop)
+        loop.call_soon(released.set)
+    assert submitted.result(timeout=0) is True
+
+
 async def test_context_without_calls_exits_cleanly() -> None:
     async with ThreadSensitiveContext():
         pass
@@ -623,9 +715,20 @@ async def test_a_context_whose_exit_is_cancelled_still_lets_its_thread_end() -> 
     await asyncio.sleep(0)  # what the thread reported on its way out arrives
 
 
-async def test_a_context_whose_executor_was_shut_down_already_exits_cleanly() -> None:
+def _fail() -> None:
+    raise LookupError("the last call failed")
+
+
+# With a failed last call, the exit cannot rely on the thread being idle.
+@pytest.mark.parametrize("last_call_fails", [False, True])
+async def test_a_context_whose_executor_was_shut_down_already_exits_cleanly(
+    last_call_fails: bool,
+) -> None:
     async with ThreadSensitiveContext() as context:
         worker = await here()
+        if last_call_fails:
+            with pytest.raises(LookupError):
+                await sync_to_async(_fail)()
         SyncToAsync.context_to_thread_executor[context].shutdown()
     assert not worker.is_alive()
     assert await here() in single_thread_executor_threads()

@@ -80,6 +80,7 @@ from ._bridge.fresh_loop import run_on_loop_thread as _run_on_loop_thread
 from ._bridge.outer_loop import caller_loop as _caller_loop
 from ._bridge.outer_loop import registered as _registered
 from ._bridge.outer_loop import run_on_running_loop as _run_on_running_loop
+from ._bridge.pool import ContextPool as _ContextPool
 from ._bridge.pool import retire as _retire
 from ._bridge.shared_loop import SharedLoop as _SharedLoop
 from ._bridge.sync_call import SyncCall as _SyncCall
@@ -734,10 +735,9 @@ class SyncToAsync(Generic[_P, _R]):
             if executor is None:
                 # A reused request thread, with asgire.request_threads on and
                 # the context still entered; otherwise a fresh one-thread pool.
-                executor = (
-                    _request_threads.executor_for(context.token is not None)
-                    or _one_thread_pool()
-                )
+                executor = _request_threads.executor_for(
+                    context.token is not None
+                ) or _one_thread_pool(_ContextPool)
                 self.context_to_thread_executor[context] = executor
             return executor
         loop_executor = AsyncToSync.loop_thread_executors.get(loop)

@@ -18,7 +18,9 @@ Guarantees:
   ``IdleCount``, which answers the pool's one question about it the same.
 - ``retire(executor)`` returns once the executor is shut down and its thread
   has ended, and keeps the loop running meanwhile, so that the thread can
-  finish a call that waits on this very loop.
+  finish a call that waits on this very loop. A ``ContextPool`` whose thread
+  is done with the last call it was handed is joined at once: its thread has
+  nothing left to do but leave.
 - A worker it starts begins in an empty context (see ``threads``);
   ``unhooked_pool`` tells where ``submit()`` may be called in one too,
   because only the stdlib's code would see it.
@@ -35,16 +37,26 @@ import asyncio
 import contextlib
 import contextvars
 import threading
+import weakref
 from collections import deque
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import thread as _cf_thread
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from .._compat import POOL_HAND_OFF
 from . import request_threads
 from .hooks import is_original
 from .loop_inbox import call_soon_threadsafe
 from .threads import start_thread
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: Whether ``retire`` joins an idle ``ContextPool``'s thread at once (False:
+#: every context takes the no-op through its pool and the trip through the
+#: loop, for an A/B).
+JOIN_IDLE_AT_ONCE = True
 
 
 class IdleCount:
@@ -76,6 +88,29 @@ class IdleCount:
 
     def release(self, n: int = 1) -> None:
         self._idle.append(None)
+
+
+class ContextPool(ThreadPoolExecutor):
+    """The one-thread pool a ``ThreadSensitiveContext`` gets for its calls.
+
+    A stdlib pool in all but one attribute: ``last_call``, the call most
+    recently handed to it (``sync_call.start`` sets it), which tells
+    ``retire`` whether the thread can still need the event loop. Held
+    weakly: the call holds the context (in its copied context variables),
+    and the context holds this pool.
+    """
+
+    last_call: weakref.ref[Any] | None = None
+
+    def submit(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> Future[_T]:
+        # Work handed over other than by sync_call.start (someone submitting
+        # to the context's executor directly) may still be running, or
+        # waiting for the loop, when the context exits: retire() then takes
+        # the careful path.
+        self.last_call = None
+        return super().submit(fn, *args, **kwargs)
 
 
 def queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
@@ -113,6 +148,19 @@ async def retire(executor: Executor) -> None:
     Its thread may be waiting for this very loop (sync code in it called
     async_to_sync), so the loop must keep running until the thread is done.
     """
+    if JOIN_IDLE_AT_ONCE and type(executor) is ContextPool:
+        handed, executor.last_call = executor.last_call, None
+        last = None if handed is None else handed()
+        if handed is not None and (last is None or (last.settled and last.ok)):
+            # The thread runs its calls in order and is done with the last
+            # one it was handed: nothing holds that call any more (neither
+            # the pool's queue nor the thread), or it ran and returned (a
+            # call cancelled before it started reports a failure, so it
+            # cannot pass for one). Nothing left for the thread to do can
+            # need the loop, only leaving: it is joined right here, without
+            # a no-op sent through the pool and a trip back through the loop.
+            executor.shutdown(wait=True)
+            return
     loop = asyncio.get_running_loop()
     drained: asyncio.Future[None] = loop.create_future()
 
@@ -125,7 +173,7 @@ async def retire(executor: Executor) -> None:
         with contextlib.suppress(RuntimeError):
             call_soon_threadsafe(loop, report_drained)
 
-    if type(executor) is ThreadPoolExecutor:
+    if type(executor) is ThreadPoolExecutor or type(executor) is ContextPool:
         # The pool runs its queue in order: once this no-op has run, the
         # thread has nothing left to do but exit, or, for a reused request
         # thread, to wait for its next context.

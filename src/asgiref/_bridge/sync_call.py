@@ -36,6 +36,7 @@ import asyncio
 import contextvars
 import functools
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, NoReturn
@@ -46,7 +47,7 @@ from ..local import _affinity
 from .hooks import is_original, plain_loop_method
 from .loop_inbox import call_soon_threadsafe, inboxes, open_inbox
 from .outer_loop import threadlocal
-from .pool import queue_on_pool, unhooked_pool
+from .pool import ContextPool, queue_on_pool, unhooked_pool
 from .waiter import Waiter
 
 
@@ -74,6 +75,7 @@ class SyncCall:
     """
 
     __slots__ = (
+        "__weakref__",  # a context's pool keeps its last call weakly
         "affinity",
         "args",
         "exception",
@@ -301,6 +303,8 @@ def start(
     directly where nothing is hooked (see above), else as upstream does."""
     if id(loop) not in inboxes:
         open_inbox(loop)
+    if type(executor) is ContextPool:
+        executor.last_call = weakref.ref(call)
     if plain_loop_method(loop, "run_in_executor"):
         if type(executor) is CurrentThreadExecutor:
             if is_original(
@@ -328,7 +332,9 @@ def start(
                     loop.run_in_executor, None, call.job()
                 ).add_done_callback(call.job_done)
                 return
-        elif type(executor) is ThreadPoolExecutor and queue_on_pool(executor, call):
+        elif (
+            type(executor) is ThreadPoolExecutor or type(executor) is ContextPool
+        ) and queue_on_pool(executor, call):
             return
         if executor is not None:
             # What run_in_executor() would do, without wrapping the future

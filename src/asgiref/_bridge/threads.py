@@ -39,10 +39,12 @@ def start_thread(thread: threading.Thread) -> None:
     contextvars.Context().run(thread.start)
 
 
-def one_thread_pool() -> ThreadPoolExecutor:
-    """``ThreadPoolExecutor(max_workers=1)``, whose thread begins in an
-    empty context whichever call starts it."""
-    pool = ThreadPoolExecutor(max_workers=1)
+def one_thread_pool(
+    kind: type[ThreadPoolExecutor] = ThreadPoolExecutor,
+) -> ThreadPoolExecutor:
+    """``kind(max_workers=1)`` (a stdlib pool, or a subclass of it), whose
+    thread begins in an empty context whichever call starts it."""
+    pool = kind(max_workers=1)
     pool_ref = weakref.ref(pool)  # no cycle through the pool's own namespace
 
     # cpython-private: _adjust_thread_count (each use below)
