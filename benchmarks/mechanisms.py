@@ -137,6 +137,38 @@ MECHANISMS = [
         lambda: _compat.EAGER_TASKS,
     ),
     Mechanism(
+        "wake-in-callback",
+        # The task resumes on the loop's next pass, as a Future would do it.
+        "from asgiref._bridge import waiter as m\n"
+        "def wake(self):\n"
+        "    if self._state is not m._PENDING: return\n"
+        "    self._state = m._DONE\n"
+        "    try: wakeup = self._wakeup\n"
+        "    except AttributeError: return\n"
+        "    del self._wakeup\n"
+        "    self._loop.call_soon(wakeup, self, context=self._context)\n"
+        "m.Waiter.wake = wake",
+        ("s2a_sensitive", "s2a_gather_100"),
+    ),
+    Mechanism(
+        "outcome-not-future",
+        # The report also goes through a concurrent.futures.Future, the
+        # condition variable and all, as upstream's reports do.
+        "import concurrent.futures, asgiref.sync as s\n"
+        "from asgiref._bridge import fresh_loop, outer_loop, waiter\n"
+        "class ThroughFuture(waiter.Outcome):\n"
+        "    __slots__ = ('future',)\n"
+        "    def __init__(self, on_done):\n"
+        "        super().__init__(on_done)\n"
+        "        self.future = concurrent.futures.Future()\n"
+        "    def _report(self, failure, result):\n"
+        "        if failure is None: self.future.set_result(result)\n"
+        "        else: self.future.set_exception(Exception())\n"
+        "        super()._report(failure, result)\n"
+        "s._Outcome = fresh_loop.Outcome = outer_loop.Outcome = ThroughFuture",
+        ("a2s_from_thread", "a2s_to_outer_loop"),
+    ),
+    Mechanism(
         "coroutine-marker-set",
         "import asgiref.sync as m; m._MARKER_NAME = None",
         _BUILD,
