@@ -174,6 +174,7 @@ class _FullPool:
     def __init__(self, **_: object) -> None:
         for name in _compat._POOL_ATTRIBUTES:
             setattr(self, name, None)
+        self._idle_semaphore = threading.Semaphore(0)
 
     def submit(self) -> None:
         self._adjust_thread_count()  # type: ignore[attr-defined]  # ty: ignore[unresolved-attribute]
@@ -182,6 +183,12 @@ class _FullPool:
 class _PoolStartingThreadsElsewhere(_FullPool):
     def submit(self) -> None:
         pass
+
+
+class _PoolWithOtherSemaphore(_FullPool):
+    def __init__(self, **_: object) -> None:
+        super().__init__()
+        self._idle_semaphore = object()
 
 
 @pytest.mark.parametrize(
@@ -208,8 +215,22 @@ class _PoolStartingThreadsElsewhere(_FullPool):
             ),
             False,
         ),
+        (
+            SimpleNamespace(
+                ThreadPoolExecutor=_PoolWithOtherSemaphore,
+                _shutdown=0,
+                _global_shutdown_lock=0,
+            ),
+            False,
+        ),
     ],
-    ids=["fits", "pool-lacks-internals", "module-lacks-lock", "threads-elsewhere"],
+    ids=[
+        "fits",
+        "pool-lacks-internals",
+        "module-lacks-lock",
+        "threads-elsewhere",
+        "semaphore-without-value",
+    ],
 )
 def test_the_pool_probe_needs_every_internal(module: Any, fits: bool) -> None:
     assert _compat.pool_has_internals(module) is fits
@@ -360,3 +381,43 @@ def test_without_a_known_marker_wrappers_are_still_coroutine_functions(
     assert sync.async_to_sync(native)() == 2
     with pytest.raises(TypeError, match="only be applied to sync functions"):
         sync.sync_to_async(marked)
+
+
+class _RenamedSemaphore:
+    """``threading.Semaphore`` as it would be if CPython renamed ``_value``
+    (enough of it for a pool: non-blocking acquire and release)."""
+
+    def __init__(self, value: int = 1) -> None:
+        self._count = value
+        self._lock = threading.Lock()
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        with self._lock:
+            if self._count:
+                self._count -= 1
+                return True
+            return False
+
+    def release(self, n: int = 1) -> None:
+        with self._lock:
+            self._count += n
+
+
+def test_a_pool_whose_semaphore_renamed_its_count_still_runs_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from asgiref import sync
+    from asgiref._bridge import pool as pool_module
+
+    monkeypatch.setattr(threading, "Semaphore", _RenamedSemaphore)
+    # As the probe would settle it at import on such a Python.
+    hand_off = _compat.pool_has_internals(cf_thread) and _compat.workers_call_run(
+        cf_thread
+    )
+    monkeypatch.setattr(pool_module, "POOL_HAND_OFF", hand_off)
+    executor = cf_thread.ThreadPoolExecutor(max_workers=2)
+    try:
+        call = sync.sync_to_async(lambda: 42, thread_sensitive=False, executor=executor)
+        assert asyncio.run(call()) == 42
+    finally:
+        executor.shutdown(wait=True)

@@ -173,6 +173,8 @@ def pool_has_internals(module: Any) -> bool:
     submit = getattr(module.ThreadPoolExecutor, "submit", None)
     return (
         all(hasattr(probe, name) for name in _POOL_ATTRIBUTES)
+        # cpython-private: _value - seeds asgiref._bridge.pool.IdleCount
+        and hasattr(probe._idle_semaphore, "_value")
         and all(
             hasattr(module, name) for name in ("_shutdown", "_global_shutdown_lock")
         )
