@@ -213,13 +213,20 @@ POOL_HAND_OFF = pool_has_internals(_cf_thread) and workers_call_run(_cf_thread)
 # LOOP_READY_QUEUE: an asyncio loop's callbacks ready to run, _ready, read
 #   to skip a loop turn that would run nothing. Fallback: take the turn.
 #   Checked on 3.10-3.15. Can go: never (a speed mechanism).
-
+#
+# Both are read on every crossing, with getattr() and a default, through the
+# names below: a call of a function here would add a Python frame each time.
 
 # cpython-private: _default_executor, _executor_shutdown_called, _ready
+DEFAULT_EXECUTOR_ATTR = "_default_executor"
+EXECUTOR_SHUTDOWN_CALLED_ATTR = "_executor_shutdown_called"
+READY_QUEUE_ATTR = "_ready"
 LOOP_DEFAULT_EXECUTOR = sets_attributes(
-    asyncio.base_events.BaseEventLoop, "_default_executor", "_executor_shutdown_called"
+    asyncio.base_events.BaseEventLoop,
+    DEFAULT_EXECUTOR_ATTR,
+    EXECUTOR_SHUTDOWN_CALLED_ATTR,
 )
-LOOP_READY_QUEUE = sets_attributes(asyncio.base_events.BaseEventLoop, "_ready")
+LOOP_READY_QUEUE = sets_attributes(asyncio.base_events.BaseEventLoop, READY_QUEUE_ATTR)
 
 # KEPT_SELF_PIPE: a selector loop makes its self-pipe in _make_self_pipe()
 #   (sockets _ssock and _csock, counted in _internal_fds, the reader added
@@ -336,3 +343,4 @@ _register_atexit = getattr(
 )  # cpython-private: _register_atexit
 THREADING_ATEXIT = _register_atexit is not None
 at_threading_exit: Callable[..., Any] = _register_atexit or atexit.register
+

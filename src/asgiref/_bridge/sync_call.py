@@ -23,7 +23,9 @@ Guarantees:
 
 Relies on: a ``ThreadPoolExecutor`` worker running any queued object with a
 ``run()`` method, reaching it through ``item.future`` on shutdown (see
-``pool``); ``list.pop()`` being atomic, on free-threaded builds too.
+``pool``); a loop's default executor where ``_compat.LOOP_DEFAULT_EXECUTOR``
+says (elsewhere, calls for it go through ``run_in_executor()``);
+``list.pop()`` being atomic, on free-threaded builds too.
 
 State: each ``SyncCall`` belongs to its call: the caller's task creates and
 awaits it on the loop's thread, one worker runs it, and the outcome is set
@@ -41,6 +43,11 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, NoReturn
 
 from .. import current_thread_executor
+from .._compat import (
+    DEFAULT_EXECUTOR_ATTR,
+    EXECUTOR_SHUTDOWN_CALLED_ATTR,
+    LOOP_DEFAULT_EXECUTOR,
+)
 from ..current_thread_executor import CurrentThreadExecutor
 from ..local import _affinity
 from .hooks import is_original, plain_loop_method
@@ -313,11 +320,14 @@ def start(
                 executor._enqueue(call)
                 return
         elif executor is None:
-            # cpython-private: _default_executor, _executor_shutdown_called
-            default = getattr(loop, "_default_executor", None)
+            default = (
+                getattr(loop, DEFAULT_EXECUTOR_ATTR, None)
+                if LOOP_DEFAULT_EXECUTOR
+                else None
+            )
             if (
                 type(default) is ThreadPoolExecutor
-                and not getattr(loop, "_executor_shutdown_called", True)
+                and not getattr(loop, EXECUTOR_SHUTDOWN_CALLED_ATTR, True)
                 and queue_on_pool(default, call)
             ):
                 return

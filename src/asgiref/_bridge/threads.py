@@ -17,9 +17,9 @@ whichever call starts it (the direct hand-off, ``submit()``, or
 
 Relies on: ``Thread.start()`` taking its copy of the context current at
 that moment; a stdlib pool starting its threads from its
-``_adjust_thread_count`` method (part of ``_compat.POOL_HAND_OFF``; where it
-does not, the pool's thread begins in the context it is first handed work
-in);
+``_adjust_thread_count`` method (part of ``_compat.POOL_HAND_OFF``, which
+gates the override; where it does not, the pool's thread begins in the
+context it is first handed work in);
 ``list.pop()`` being atomic, on free-threaded builds too.
 
 State: none.
@@ -33,6 +33,8 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
+from .._compat import POOL_HAND_OFF
+
 
 def start_thread(thread: threading.Thread) -> None:
     """Start ``thread`` in an empty context."""
@@ -43,6 +45,8 @@ def one_thread_pool() -> ThreadPoolExecutor:
     """``ThreadPoolExecutor(max_workers=1)``, whose thread begins in an
     empty context whichever call starts it."""
     pool = ThreadPoolExecutor(max_workers=1)
+    if not POOL_HAND_OFF:
+        return pool  # its thread begins in the context of its first call
     pool_ref = weakref.ref(pool)  # no cycle through the pool's own namespace
 
     # cpython-private: _adjust_thread_count (each use below)
