@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, TextIO
 
 import asgiref
+from asgiref._compat import gil_enabled
 from asgiref.local import Local
 from asgiref.sync import AsyncSingleThreadContext, async_to_sync, sync_to_async
 
@@ -800,7 +801,7 @@ def environment() -> dict[str, Any]:
         "module": str(Path(asgiref.__file__).parent),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
-        "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),
+        "gil_enabled": gil_enabled(),
         "cpu": _cpu_model(),
         "cores": os.cpu_count() or 1,
         "os": f"{platform.system()} {platform.machine()}",

@@ -533,14 +533,16 @@ def _install_command(
 
 def python_facts() -> dict[str, Any]:
     """Version, implementation and threading model of the running interpreter."""
-    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
     return {
         "version": platform.python_version(),
         "implementation": platform.python_implementation(),
         "executable": sys.executable,
         "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
         # A free-threaded build re-enables the GIL for incompatible extensions.
-        "gil_enabled": bool(is_gil_enabled()) if callable(is_gil_enabled) else True,
+        # Read here rather than through asgiref._compat.gil_enabled: this
+        # check must run when the asgiref files are upstream's.
+        # cpython-private: _is_gil_enabled
+        "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),
     }
 
 
