@@ -144,16 +144,6 @@ def test_the_running_loop_fallback_returns_none_or_the_loop() -> None:
         loop.close()
 
 
-class _NoThreadId:
-    def __init__(self) -> None:
-        self.other = None
-
-
-def test_a_loop_class_without_thread_id_gets_no_cache() -> None:
-    assert not _compat.sets_attributes(_NoThreadId, "_thread_id")
-    assert not _compat.sets_attributes(object, "_thread_id")  # a slot wrapper
-
-
 def _sets(*attributes: tuple[str, object]) -> Callable[[Any], object]:
     def mark(func: Any) -> object:
         for name, value in attributes:
@@ -254,9 +244,17 @@ def test_the_pool_probe_needs_every_internal(module: Any, fits: bool) -> None:
     assert _compat.pool_has_internals(module) is fits
 
 
+class _LoopWithoutReadyQueue:
+    def __init__(self) -> None:
+        self._default_executor = None
+
+
 def test_a_loop_without_the_attributes_is_refused() -> None:
-    assert _compat.sets_attributes(_NoThreadId, "other")
-    assert not _compat.sets_attributes(_NoThreadId, "other", "_ready")
+    assert _compat.sets_attributes(_LoopWithoutReadyQueue, "_default_executor")
+    assert not _compat.sets_attributes(
+        _LoopWithoutReadyQueue, "_default_executor", _compat.READY_QUEUE_ATTR
+    )
+    assert not _compat.sets_attributes(object, "_ready")  # a slot wrapper
 
 
 class _OtherSelfPipe(asyncio.SelectorEventLoop):

@@ -111,8 +111,8 @@ class SyncCall:
     ) -> None:
         self.loop = loop
         self.owner = owner
-        # None: SyncToAsync's own thread_handler (the owner's class has no
-        # other), called unbound.
+        # None: the owner's class's own thread_handler, bound when the call
+        # runs (see _handler).
         self.handler = handler
         self.func = func
         self.args = args
