@@ -4,8 +4,10 @@
 that coroutine calls thread-sensitive sync code, the code must run on the
 blocked thread, so the thread does not just wait: it runs whatever work other
 threads submit until the call is over. ``run_until_future`` is the public way
-to do that; ``asgiref.sync`` drives the same loop (``_run_until_finished``)
-and ends it with ``_finish()`` when the coroutine reports, without a future.
+to do that; ``async_to_sync`` (``asgiref._bridge.fresh_loop`` and
+``outer_loop``) drives the same loop (``_run_until_finished``), and the
+call's ``Outcome`` (``asgiref._bridge.waiter``) ends it with ``_finish()``
+when the coroutine reports, without a future.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ whole one. The dict is flat, rather than one dict per ``Local``, so that a
 write copies one small dict instead of two.
 
 Keeping every ``Local`` in one variable makes crossing the sync/async boundary
-cheap: ``asgiref.sync`` copies the caller's context to the thread that runs the
-work, and whatever the number of ``Local`` objects, there is one value to carry.
+cheap: a crossing (``asgiref.sync``) hands the caller's context to the thread
+that runs the work, and whatever the number of ``Local`` objects, there is one value to carry.
 
 Why a snapshot has an owner
 ---------------------------
@@ -22,9 +22,10 @@ start with a copy of its parent's context (``sys.flags.thread_inherit_context``,
 the default on free-threaded builds), and ``contextvars.copy_context()`` can be
 handed to any thread explicitly. So each snapshot records the *affinity tag*
 of the thread that wrote it, and is visible only to a thread that currently
-holds the same tag. Every thread has a tag of its own; ``asgiref.sync``
-lends the caller's tag to a thread while that thread runs work on the
-caller's behalf (``_affinity``), which is exactly when data must be shared
+holds the same tag. Every thread has a tag of its own; a crossing
+(``asgiref._bridge.sync_call``, ``fresh_loop``, ``shared_loop``) lends the
+caller's tag to a thread while that thread runs work on the caller's behalf
+(``_affinity``), which is exactly when data must be shared
 across threads. A thread that merely inherited a context never holds the
 tag, so it starts empty; only if it hands that context to ``sync_to_async``
 or ``async_to_sync`` are the values it carries re-tagged for it, as upstream
@@ -185,8 +186,8 @@ _local_getattribute = threading.local.__getattribute__
 _local_setattr = threading.local.__setattr__
 _local_delattr = threading.local.__delattr__
 _TASK_VALUES = "\0asgiref task values"  # not an identifier: no user attribute
-# The name of every such per-thread variable (asgiref.sync recognises them by
-# this very object).
+# The name of every such per-thread variable (asgiref._bridge.context
+# recognises them by this very object).
 _THREAD_CRITICAL_VARIABLE = "asgiref.local.thread_critical"
 
 
