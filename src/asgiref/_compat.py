@@ -13,6 +13,9 @@ a fast path off.
 Relies on: the standard library only, so that ``asgiref.local`` and
 ``asgiref.current_thread_executor`` can use it and stay leaves.
 
+State: none; every capability is settled once, at import, and only read
+after that (tests switch one off by patching the module that reads it).
+
 Marking: code that touches a private name, here or elsewhere, carries (or is
 preceded by) a ``# cpython-private: NAME[, NAME...]`` comment; the test
 lists each name with its capability, and fails on one it does not list.

@@ -34,6 +34,20 @@ callers from several threads at once, an ``AsyncSingleThreadContext``'s loop
 thread, keeps the tag of the thread that started it; a call from another
 thread re-tags its snapshot for the loop thread on the way in and back on the
 way out.
+
+Guarantees: in sync code a default ``Local`` is per thread, as
+``threading.local``, and shared with the work a crossing runs for that
+thread; in async code it follows context variables; ``thread_critical=True``
+keeps data per thread, never shared. A reader never sees half a write.
+
+Relies on: context variables (an immutable snapshot needs no lock);
+``threading.local`` for the affinity tag and for thread-critical storage;
+the running loop (``_compat.get_running_loop_or_none``).
+
+State: ``_STATE`` (one context variable for every default ``Local``) and
+``_affinity`` (each thread's tag, swapped by a crossing only on the thread it
+belongs to); nothing to reset after fork, since both are per thread or per
+context.
 """
 
 from __future__ import annotations

@@ -52,6 +52,10 @@ What it relies on:
   until the calls queued on it have run before calling ``give_back()``. An
   executor that is waiting for a thread (``_Lease``) is shut down instead;
   it gives its thread back itself.
+
+State: the settings and the cache (``_cache``: idle, lent and waiting
+threads, and the thread retiring idle ones), touched from any thread under
+the cache's one lock; emptied after fork, the settings kept.
 """
 
 from __future__ import annotations
