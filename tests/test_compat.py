@@ -82,7 +82,7 @@ def test_a_selector_loop_self_pipe_can_be_kept() -> None:
     sys.version_info < (3, 12), reason="asyncio.run bounds it from 3.12"
 )
 def test_the_thread_join_timeout_is_asyncios() -> None:
-    assert _compat.THREAD_JOIN_TIMEOUT
+    assert _compat.HAS_THREAD_JOIN_TIMEOUT
     assert isinstance(vars(asyncio.constants)["THREAD_JOIN_TIMEOUT"], (int, float))
 
 
@@ -311,7 +311,7 @@ PRIVATE_NAMES_BY_CAPABILITY = {
     "LOOP_READY_QUEUE": "_ready",
     "KEPT_SELF_PIPE": "_make_self_pipe _close_self_pipe _add_reader _read_from_self"
     " _ssock _csock _internal_fds",
-    "THREAD_JOIN_TIMEOUT": "THREAD_JOIN_TIMEOUT",
+    "HAS_THREAD_JOIN_TIMEOUT": "THREAD_JOIN_TIMEOUT",
     "LOOP_POLICIES": "_get_event_loop_policy _BaseDefaultEventLoopPolicy _loop_factory",
     "THREADING_ATEXIT": "_register_atexit",
     "FUTURE_BLOCKING_FLAG": "_asyncio_future_blocking",

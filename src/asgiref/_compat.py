@@ -277,13 +277,13 @@ def self_pipe_is_replaceable(loop_class: type) -> bool:
 
 KEPT_SELF_PIPE = self_pipe_is_replaceable(asyncio.SelectorEventLoop)
 
-# THREAD_JOIN_TIMEOUT / shutdown_default_executor(loop): from 3.12 asyncio.run
+# HAS_THREAD_JOIN_TIMEOUT / shutdown_default_executor(loop): from 3.12 asyncio.run
 #   bounds its wait for the default executor by
 #   asyncio.constants.THREAD_JOIN_TIMEOUT (read at each call, as asyncio
 #   does). Fallback: 300 seconds, asyncio's value. Checked on 3.12-3.15.
 #   Can go: the version branch with 3.11.
 
-THREAD_JOIN_TIMEOUT = hasattr(asyncio.constants, "THREAD_JOIN_TIMEOUT")
+HAS_THREAD_JOIN_TIMEOUT = hasattr(asyncio.constants, "THREAD_JOIN_TIMEOUT")
 _THREAD_JOIN_TIMEOUT_FALLBACK = 300.0
 
 

@@ -64,7 +64,7 @@ from ._compat import get_running_loop_or_none
 __all__ = ["Any", "Local", "asyncio", "contextvars", "final", "threading"]
 
 _object_setattr = object.__setattr__
-_get_running_loop = get_running_loop_or_none
+_running_loop_or_none = get_running_loop_or_none
 
 
 class _Affinity(threading.local):
@@ -219,7 +219,7 @@ class _ThreadCriticalLocal(Local, threading.local):  # ty: ignore[subclass-of-fi
         return threading.local.__new__(cls)
 
     def __getattribute__(self, key: str) -> Any:
-        if _get_running_loop() is None:
+        if _running_loop_or_none() is None:
             return _local_getattribute(self, key)
         values = _task_values(self).get(None)
         if values is not None and key in values:
@@ -230,7 +230,7 @@ class _ThreadCriticalLocal(Local, threading.local):  # ty: ignore[subclass-of-fi
             raise _missing(self, key) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        if _get_running_loop() is None:
+        if _running_loop_or_none() is None:
             # A plain per-thread namespace, where "_data" is not reserved.
             _local_setattr(self, key, value)
             return
@@ -242,7 +242,7 @@ class _ThreadCriticalLocal(Local, threading.local):  # ty: ignore[subclass-of-fi
         variable.set(values)
 
     def __delattr__(self, key: str) -> None:
-        if _get_running_loop() is None:
+        if _running_loop_or_none() is None:
             _local_delattr(self, key)
             return
         variable = _task_values(self)

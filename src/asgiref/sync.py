@@ -88,7 +88,7 @@ from ._bridge.threads import one_thread_pool as _one_thread_pool
 from ._bridge.waiter import Outcome as _Outcome
 from ._bridge.waiter import Waiter as _Waiter
 from ._bridge.wrapping import copy_metadata as _copy_metadata
-from ._compat import get_running_loop_or_none as _get_running_loop
+from ._compat import get_running_loop_or_none as _running_loop_or_none
 from .current_thread_executor import CurrentThreadExecutor
 from .local import _STATE as _LOCAL_STATE
 from .local import Local, _affinity, _peek
@@ -419,7 +419,7 @@ class AsyncToSync(Generic[_P, _R]):
     def __call__(self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         __traceback_hide__ = True  # noqa: F841
         main_loop = None if self.force_new_loop else _caller_loop()
-        if _get_running_loop() is not None:
+        if _running_loop_or_none() is not None:
             raise RuntimeError(
                 "You cannot use AsyncToSync in the same thread as an async event "
                 "loop - just await the async function directly."

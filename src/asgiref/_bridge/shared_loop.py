@@ -181,10 +181,10 @@ def close_all_at_exit() -> None:
             shared.close()
 
 
-def _forget_the_parents_loops() -> None:
+def _forget_the_parents_shared_loops() -> None:
     global _open_lock
     _open_lock = threading.Lock()
     _open.clear()  # the parent's: not the child's to close
 
 
-after_fork_in_child(_forget_the_parents_loops)
+after_fork_in_child(_forget_the_parents_shared_loops)

@@ -195,7 +195,7 @@ class SyncCall:
             return _NO_EXC_INFO
         return type(exception), exception, exception.__traceback__
 
-    def _outcome(
+    def _call_handler(
         self, handler: Callable[..., Any], arguments: tuple[Any, ...]
     ) -> tuple[bool, Any]:
         """Call ``handler(*arguments)`` on this (worker) thread, on the
@@ -225,7 +225,7 @@ class SyncCall:
         __traceback_hide__ = True  # noqa: F841
         if not self._claim():
             return
-        self._report(*self._outcome(self._handler(), self._handler_arguments()))
+        self._report(*self._call_handler(self._handler(), self._handler_arguments()))
 
     def job(self) -> ThreadHandlerJob:
         """What upstream hands to ``loop.run_in_executor()``: ``thread_handler``
@@ -280,7 +280,7 @@ class ThreadHandlerJob(functools.partial[Any]):
         call = self.call
         if not call._claim():
             raise asyncio.CancelledError  # cancelled before it started
-        ok, result = call._outcome(super().__call__, args)
+        ok, result = call._call_handler(super().__call__, args)
         # Report at once, as run() does: the executor's future would reach
         # the loop a turn later.
         call._report(ok, result)
