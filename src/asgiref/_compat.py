@@ -357,14 +357,3 @@ at_threading_exit: Callable[..., Any] = _register_atexit or atexit.register
 
 # cpython-private: _asyncio_future_blocking
 FUTURE_BLOCKING_FLAG = hasattr(asyncio.Future, "_asyncio_future_blocking")
-
-# gil_enabled(): whether the GIL is on, sys._is_gil_enabled() (3.13+, which
-#   free-threaded builds can answer False), for asgire's reports. Fallback:
-#   True, all an older build can be. Checked on 3.13-3.15. Can go: when sys
-#   offers it publicly.
-
-gil_enabled: Callable[[], bool] = getattr(
-    sys,
-    "_is_gil_enabled",  # cpython-private: _is_gil_enabled
-    None,
-) or (lambda: True)
