@@ -27,7 +27,14 @@ import pytest
 pytest.importorskip("asgire")  # upstream runs lack the modules switched here
 
 from asgiref import _compat  # after the skip
-from asgiref._bridge import fresh_loop, loop_inbox, loop_threads, pool
+from asgiref._bridge import (
+    fresh_loop,
+    loop_inbox,
+    loop_threads,
+    pool,
+    sync_call,
+    threads,
+)
 from asgiref.sync import (
     AsyncSingleThreadContext,
     ThreadSensitiveContext,
@@ -59,6 +66,7 @@ def _no_eventfd(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _no_hand_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pool, "POOL_HAND_OFF", False)
+    monkeypatch.setattr(threads, "POOL_HAND_OFF", False)
 
 
 def _other_loop_factory(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -308,3 +316,13 @@ async def test_a_call_its_pool_drops_unrun_is_cancelled(paths: Paths) -> None:
         await queued
     assert await first == "held"
     pool.shutdown()
+
+
+async def test_a_loop_whose_default_executor_is_unknown_gets_calls_by_submit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As for a loop class that keeps its default executor elsewhere.
+    monkeypatch.setattr(sync_call, "LOOP_DEFAULT_EXECUTOR", False)
+    crossed = sync_to_async(_through_submit, thread_sensitive=False)
+    assert await crossed()
+    assert await crossed()  # the default pool existing makes no difference

@@ -35,7 +35,7 @@ from asgiref.sync import (
 
 # asgire's own modules, used only by asgire_only tests (upstream lacks them).
 with contextlib.suppress(ImportError):
-    from asgiref._bridge import loop_threads, pool
+    from asgiref._bridge import loop_threads, pool, threads
     from asgiref._bridge.loop_threads import LoopThreads
     from asgiref._bridge.threads import one_thread_pool
 
@@ -87,12 +87,15 @@ def probing(*, thread_sensitive: bool = True) -> Probing:
     return wrapper
 
 
-@pytest.fixture(params=["direct", "submit", "instrumented-submit"])
+@pytest.fixture(params=["direct", "submit", "instrumented-submit", "no-pool-internals"])
 def hand_off(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """How a call reaches a stdlib pool: queued directly, through the pool's
-    own submit(), or through a submit() that a tool has wrapped."""
+    own submit(), through a submit() that a tool has wrapped, or through
+    submit() on a Python whose pools lack the internals asgire relies on."""
     if request.param != "direct":
         monkeypatch.setattr(pool, "POOL_HAND_OFF", False)
+    if request.param == "no-pool-internals":
+        monkeypatch.setattr(threads, "POOL_HAND_OFF", False)
     if request.param == "instrumented-submit":
         submit = ThreadPoolExecutor.submit
 

@@ -800,6 +800,9 @@ def environment() -> dict[str, Any]:
         "module": str(Path(asgiref.__file__).parent),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
+        # As asgire.info.gil_enabled: this module runs alone, over upstream's
+        # asgiref too, importing nothing of asgire's at the top.
+        # cpython-private: _is_gil_enabled
         "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),
         "cpu": _cpu_model(),
         "cores": os.cpu_count() or 1,

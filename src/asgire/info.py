@@ -28,7 +28,7 @@ import sys
 import sysconfig
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -531,16 +531,28 @@ def _install_command(
     )  # fmt: skip
 
 
+# gil_enabled(): whether the GIL is on, sys._is_gil_enabled() (3.13+; a
+#   free-threaded build can answer False). Fallback: True, all an older build
+#   can be. Checked on 3.13-3.15. Can go: when sys offers it publicly. Here,
+#   not in asgiref._compat: this check must run over upstream's asgiref,
+#   which has none (asgire.bench, run alone, reads it on a marked line too).
+#   tests/test_compat.py pins it live with the library's capabilities.
+gil_enabled: Callable[[], bool] = getattr(
+    sys,
+    "_is_gil_enabled",  # cpython-private: _is_gil_enabled
+    None,
+) or (lambda: True)
+
+
 def python_facts() -> dict[str, Any]:
     """Version, implementation and threading model of the running interpreter."""
-    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
     return {
         "version": platform.python_version(),
         "implementation": platform.python_implementation(),
         "executable": sys.executable,
         "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
         # A free-threaded build re-enables the GIL for incompatible extensions.
-        "gil_enabled": bool(is_gil_enabled()) if callable(is_gil_enabled) else True,
+        "gil_enabled": gil_enabled(),
     }
 
 

@@ -13,6 +13,9 @@ a fast path off.
 Relies on: the standard library only, so that ``asgiref.local`` and
 ``asgiref.current_thread_executor`` can use it and stay leaves.
 
+State: none; every capability is settled once, at import, and only read
+after that (tests switch one off by patching the module that reads it).
+
 Marking: code that touches a private name, here or elsewhere, carries (or is
 preceded by) a ``# cpython-private: NAME[, NAME...]`` comment; the test
 lists each name with its capability, and fails on one it does not list.
@@ -173,6 +176,8 @@ def pool_has_internals(module: Any) -> bool:
     submit = getattr(module.ThreadPoolExecutor, "submit", None)
     return (
         all(hasattr(probe, name) for name in _POOL_ATTRIBUTES)
+        # cpython-private: _idle_semaphore, _value - seeds pool.IdleCount
+        and hasattr(probe._idle_semaphore, "_value")
         and all(
             hasattr(module, name) for name in ("_shutdown", "_global_shutdown_lock")
         )
@@ -211,13 +216,20 @@ POOL_HAND_OFF = pool_has_internals(_cf_thread) and workers_call_run(_cf_thread)
 # LOOP_READY_QUEUE: an asyncio loop's callbacks ready to run, _ready, read
 #   to skip a loop turn that would run nothing. Fallback: take the turn.
 #   Checked on 3.10-3.15. Can go: never (a speed mechanism).
-
+#
+# Both are read on every crossing, with getattr() and a default, through the
+# names below: a call of a function here would add a Python frame each time.
 
 # cpython-private: _default_executor, _executor_shutdown_called, _ready
+DEFAULT_EXECUTOR_ATTR = "_default_executor"
+EXECUTOR_SHUTDOWN_CALLED_ATTR = "_executor_shutdown_called"
+READY_QUEUE_ATTR = "_ready"
 LOOP_DEFAULT_EXECUTOR = sets_attributes(
-    asyncio.base_events.BaseEventLoop, "_default_executor", "_executor_shutdown_called"
+    asyncio.base_events.BaseEventLoop,
+    DEFAULT_EXECUTOR_ATTR,
+    EXECUTOR_SHUTDOWN_CALLED_ATTR,
 )
-LOOP_READY_QUEUE = sets_attributes(asyncio.base_events.BaseEventLoop, "_ready")
+LOOP_READY_QUEUE = sets_attributes(asyncio.base_events.BaseEventLoop, READY_QUEUE_ATTR)
 
 # KEPT_SELF_PIPE: a selector loop makes its self-pipe in _make_self_pipe()
 #   (sockets _ssock and _csock, counted in _internal_fds, the reader added
@@ -265,13 +277,13 @@ def self_pipe_is_replaceable(loop_class: type) -> bool:
 
 KEPT_SELF_PIPE = self_pipe_is_replaceable(asyncio.SelectorEventLoop)
 
-# THREAD_JOIN_TIMEOUT / shutdown_default_executor(loop): from 3.12 asyncio.run
+# HAS_THREAD_JOIN_TIMEOUT / shutdown_default_executor(loop): from 3.12 asyncio.run
 #   bounds its wait for the default executor by
 #   asyncio.constants.THREAD_JOIN_TIMEOUT (read at each call, as asyncio
 #   does). Fallback: 300 seconds, asyncio's value. Checked on 3.12-3.15.
 #   Can go: the version branch with 3.11.
 
-THREAD_JOIN_TIMEOUT = hasattr(asyncio.constants, "THREAD_JOIN_TIMEOUT")
+HAS_THREAD_JOIN_TIMEOUT = hasattr(asyncio.constants, "THREAD_JOIN_TIMEOUT")
 _THREAD_JOIN_TIMEOUT_FALLBACK = 300.0
 
 
@@ -334,3 +346,14 @@ _register_atexit = getattr(
 )  # cpython-private: _register_atexit
 THREADING_ATEXIT = _register_atexit is not None
 at_threading_exit: Callable[..., Any] = _register_atexit or atexit.register
+
+
+# FUTURE_BLOCKING_FLAG: a task awaits any object that follows asyncio's
+#   Future protocol, which asyncio.isfuture() recognises by the
+#   _asyncio_future_blocking attribute (documented there, named privately);
+#   asgiref._bridge.waiter.Waiter implements the protocol. Fallback: none (a
+#   Waiter would have to be an asyncio.Future); pinned live so that a change
+#   turns CI red. Checked on 3.10-3.15. Can go: never (a speed mechanism).
+
+# cpython-private: _asyncio_future_blocking
+FUTURE_BLOCKING_FLAG = hasattr(asyncio.Future, "_asyncio_future_blocking")

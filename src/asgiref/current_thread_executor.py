@@ -4,8 +4,22 @@
 that coroutine calls thread-sensitive sync code, the code must run on the
 blocked thread, so the thread does not just wait: it runs whatever work other
 threads submit until the call is over. ``run_until_future`` is the public way
-to do that; ``asgiref.sync`` drives the same loop (``_run_until_finished``)
-and ends it with ``_finish()`` when the coroutine reports, without a future.
+to do that; ``async_to_sync`` (``asgiref._bridge.fresh_loop`` and
+``outer_loop``) drives the same loop (``_run_until_finished``), and the
+call's ``Outcome`` (``asgiref._bridge.waiter``) ends it with ``_finish()``
+when the coroutine reports, without a future.
+
+Guarantees: work runs on the executor's own thread, in submission order,
+only while that thread waits (``run_until_future``); once the wait is over,
+work goes to the executor of an enclosing wait on the same thread, or is
+refused with ``RuntimeError``; submitting from the executor's own thread is
+refused at once, as it could never run.
+
+Relies on: ``queue.SimpleQueue`` being safe to use from any thread, and the
+finishing ``None`` being queued once, under the executor's lock.
+
+State: each executor's queue and whether it has finished, written by any
+thread under its lock and read by its own thread; nothing module-wide.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ whole one. The dict is flat, rather than one dict per ``Local``, so that a
 write copies one small dict instead of two.
 
 Keeping every ``Local`` in one variable makes crossing the sync/async boundary
-cheap: ``asgiref.sync`` copies the caller's context to the thread that runs the
-work, and whatever the number of ``Local`` objects, there is one value to carry.
+cheap: a crossing (``asgiref.sync``) hands the caller's context to the thread
+that runs the work, and whatever the number of ``Local`` objects, there is one value to carry.
 
 Why a snapshot has an owner
 ---------------------------
@@ -22,9 +22,10 @@ start with a copy of its parent's context (``sys.flags.thread_inherit_context``,
 the default on free-threaded builds), and ``contextvars.copy_context()`` can be
 handed to any thread explicitly. So each snapshot records the *affinity tag*
 of the thread that wrote it, and is visible only to a thread that currently
-holds the same tag. Every thread has a tag of its own; ``asgiref.sync``
-lends the caller's tag to a thread while that thread runs work on the
-caller's behalf (``_affinity``), which is exactly when data must be shared
+holds the same tag. Every thread has a tag of its own; a crossing
+(``asgiref._bridge.sync_call``, ``fresh_loop``, ``shared_loop``) lends the
+caller's tag to a thread while that thread runs work on the caller's behalf
+(``_affinity``), which is exactly when data must be shared
 across threads. A thread that merely inherited a context never holds the
 tag, so it starts empty; only if it hands that context to ``sync_to_async``
 or ``async_to_sync`` are the values it carries re-tagged for it, as upstream
@@ -33,6 +34,20 @@ callers from several threads at once, an ``AsyncSingleThreadContext``'s loop
 thread, keeps the tag of the thread that started it; a call from another
 thread re-tags its snapshot for the loop thread on the way in and back on the
 way out.
+
+Guarantees: in sync code a default ``Local`` is per thread, as
+``threading.local``, and shared with the work a crossing runs for that
+thread; in async code it follows context variables; ``thread_critical=True``
+keeps data per thread, never shared. A reader never sees half a write.
+
+Relies on: context variables (an immutable snapshot needs no lock);
+``threading.local`` for the affinity tag and for thread-critical storage;
+the running loop (``_compat.get_running_loop_or_none``).
+
+State: ``_STATE`` (one context variable for every default ``Local``) and
+``_affinity`` (each thread's tag, swapped by a crossing only on the thread it
+belongs to); nothing to reset after fork, since both are per thread or per
+context.
 """
 
 from __future__ import annotations
@@ -49,7 +64,7 @@ from ._compat import get_running_loop_or_none
 __all__ = ["Any", "Local", "asyncio", "contextvars", "final", "threading"]
 
 _object_setattr = object.__setattr__
-_get_running_loop = get_running_loop_or_none
+_running_loop_or_none = get_running_loop_or_none
 
 
 class _Affinity(threading.local):
@@ -185,8 +200,8 @@ _local_getattribute = threading.local.__getattribute__
 _local_setattr = threading.local.__setattr__
 _local_delattr = threading.local.__delattr__
 _TASK_VALUES = "\0asgiref task values"  # not an identifier: no user attribute
-# The name of every such per-thread variable (asgiref.sync recognises them by
-# this very object).
+# The name of every such per-thread variable (asgiref._bridge.context
+# recognises them by this very object).
 _THREAD_CRITICAL_VARIABLE = "asgiref.local.thread_critical"
 
 
@@ -204,7 +219,7 @@ class _ThreadCriticalLocal(Local, threading.local):  # ty: ignore[subclass-of-fi
         return threading.local.__new__(cls)
 
     def __getattribute__(self, key: str) -> Any:
-        if _get_running_loop() is None:
+        if _running_loop_or_none() is None:
             return _local_getattribute(self, key)
         values = _task_values(self).get(None)
         if values is not None and key in values:
@@ -215,7 +230,7 @@ class _ThreadCriticalLocal(Local, threading.local):  # ty: ignore[subclass-of-fi
             raise _missing(self, key) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        if _get_running_loop() is None:
+        if _running_loop_or_none() is None:
             # A plain per-thread namespace, where "_data" is not reserved.
             _local_setattr(self, key, value)
             return
@@ -227,7 +242,7 @@ class _ThreadCriticalLocal(Local, threading.local):  # ty: ignore[subclass-of-fi
         variable.set(values)
 
     def __delattr__(self, key: str) -> None:
-        if _get_running_loop() is None:
+        if _running_loop_or_none() is None:
             _local_delattr(self, key)
             return
         variable = _task_values(self)

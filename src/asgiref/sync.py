@@ -83,13 +83,14 @@ from ._bridge.outer_loop import run_on_running_loop as _run_on_running_loop
 from ._bridge.pool import ContextPool as _ContextPool
 from ._bridge.pool import retire as _retire
 from ._bridge.shared_loop import SharedLoop as _SharedLoop
+from ._bridge.shared_loop import enter as _enter_shared_loop
 from ._bridge.sync_call import SyncCall as _SyncCall
 from ._bridge.sync_call import start as _start
 from ._bridge.threads import one_thread_pool as _one_thread_pool
 from ._bridge.waiter import Outcome as _Outcome
 from ._bridge.waiter import Waiter as _Waiter
 from ._bridge.wrapping import copy_metadata as _copy_metadata
-from ._compat import get_running_loop_or_none as _get_running_loop
+from ._compat import get_running_loop_or_none as _running_loop_or_none
 from .current_thread_executor import CurrentThreadExecutor
 from .local import _STATE as _LOCAL_STATE
 from .local import Local, _affinity, _peek
@@ -252,60 +253,6 @@ class AsyncSingleThreadContext:
         if shared is not None and shared.undelivered is not None:
             raise shared.undelivered  # no call was left to raise it
 
-    def _enter_call(self) -> _SharedLoop | None:
-        """Count an ``async_to_sync`` call into the block's loop, started by
-        the first one (or the first after an interrupt ended it); None once
-        the block has exited (or the interpreter is exiting): the call then
-        runs as outside any block."""
-        while True:
-            with self._lock:
-                if self.token is None:
-                    return None
-                shared = self._shared_loop
-                if (
-                    shared is None
-                    or shared.pid != _fork.pid
-                    or shared.escaped is None
-                    or shared.ended
-                ):
-                    return self._enter_loop(shared)
-                ending = shared.finished
-            # An interrupt is ending the loop: a new one can start once it
-            # has (the block's thread runs one loop at a time).
-            _wait_for((ending,))
-
-    def _enter_loop(self, shared: _SharedLoop | None) -> _SharedLoop | None:
-        """``_enter_call``'s work, under the block's lock."""
-        if (
-            shared is not None
-            and shared.ended
-            and not shared.closing
-            and shared.pid == _fork.pid
-        ):
-            # Ended from within: whatever it left for no call, this one raises.
-            shared.finalizer.detach()
-            self._shared_loop = None
-            undelivered, shared.undelivered = shared.undelivered, None
-            if undelivered is not None:
-                raise undelivered
-            shared = None
-        if shared is None or shared.pid != _fork.pid:  # none yet, or the parent's
-            executor = AsyncToSync.context_to_thread_executor.get(self)
-            if executor is None:
-                executor = ThreadPoolExecutor(max_workers=1)
-                AsyncToSync.context_to_thread_executor[self] = executor
-            shared = _SharedLoop(self._lock, _affinity.tag)
-            if not shared.start(executor):
-                return None
-            self._shared_loop = shared
-            # A context dropped without exiting still closes its loop.
-            shared.finalizer = weakref.finalize(self, shared.close)
-            shared.finalizer.atexit = False  # _bridge.at_exit's job
-        elif shared.closing:
-            return None  # closed at interpreter exit
-        shared.calls += 1
-        return shared
-
 
 class ThreadSensitiveContext:
     """Give thread-sensitive ``sync_to_async`` calls their own thread.
@@ -420,7 +367,7 @@ class AsyncToSync(Generic[_P, _R]):
     def __call__(self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         __traceback_hide__ = True  # noqa: F841
         main_loop = None if self.force_new_loop else _caller_loop()
-        if _get_running_loop() is not None:
+        if _running_loop_or_none() is not None:
             raise RuntimeError(
                 "You cannot use AsyncToSync in the same thread as an async event "
                 "loop - just await the async function directly."
@@ -444,7 +391,9 @@ class AsyncToSync(Generic[_P, _R]):
             if main_loop is None:
                 single = self.async_single_thread_context.get(None)
                 if single is not None:
-                    shared = single._enter_call()
+                    shared = _enter_shared_loop(
+                        single, AsyncToSync.context_to_thread_executor
+                    )
             if shared is not None:
                 main_loop = shared.loop
                 if shared.tag is not _affinity.tag:

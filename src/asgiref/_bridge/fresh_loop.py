@@ -45,6 +45,7 @@ from typing import Any
 from .._compat import (
     KEPT_SELF_PIPE,
     LOOP_READY_QUEUE,
+    READY_QUEUE_ATTR,
     default_policy_loop_class,
     shutdown_default_executor,
 )
@@ -203,7 +204,7 @@ async def _turn(loop: asyncio.AbstractEventLoop) -> None:
     fresh loop's call several of them. A loop without the stock loop's
     ready queue always takes the turn (``_compat.LOOP_READY_QUEUE``).
     """
-    if not LOOP_READY_QUEUE or getattr(loop, "_ready", True):  # cpython-private: _ready
+    if not LOOP_READY_QUEUE or getattr(loop, READY_QUEUE_ATTR, True):
         await asyncio.sleep(0)
 
 

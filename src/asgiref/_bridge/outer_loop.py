@@ -170,9 +170,9 @@ def caller_loop() -> asyncio.AbstractEventLoop | None:
     return loop
 
 
-def _forget_the_parents_loops() -> None:
+def _forget_the_parents_waiting_threads() -> None:
     loop_thread_executors.clear()
     _waiting_on_loop.clear()
 
 
-after_fork_in_child(_forget_the_parents_loops)
+after_fork_in_child(_forget_the_parents_waiting_threads)

@@ -47,11 +47,15 @@ What it relies on:
 
 - ``ThreadPoolExecutor(max_workers=1)`` runs what is queued on it in order,
   on one thread, and ``shutdown()`` ends that thread once its queue is empty.
-- ``asgiref.sync`` asks ``executor_for()`` for a context's executor, and on
-  the context's exit, for a thread ``lent()`` from here, waits until the
-  calls queued on it have run before calling ``give_back()``. An executor
-  that is waiting for a thread (``_Lease``) is shut down instead; it gives
-  its thread back itself.
+- ``asgiref.sync`` asks ``executor_for()`` for a context's executor; on the
+  context's exit ``pool.retire`` waits, for a thread ``lent()`` from here,
+  until the calls queued on it have run before calling ``give_back()``. An
+  executor that is waiting for a thread (``_Lease``) is shut down instead;
+  it gives its thread back itself.
+
+State: the settings and the cache (``_cache``: idle, lent and waiting
+threads, and the thread retiring idle ones), touched from any thread under
+the cache's one lock; emptied after fork, the settings kept.
 """
 
 from __future__ import annotations
@@ -360,7 +364,7 @@ class _Lease(Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """The context has exited: once a thread is found and has run every
-        call queued here, give it back. Blocks (``asgiref.sync`` calls it
+        call queued here, give it back. Blocks (``pool.retire`` calls it
         from a thread of its own)."""
         with self._lock:
             if self._closed:

@@ -44,8 +44,9 @@ import contextlib
 import contextvars
 import threading
 import weakref
-from concurrent.futures import Executor, Future
-from typing import Any
+from collections.abc import MutableMapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from typing import Any, Protocol
 
 from ..local import _affinity
 from . import fork
@@ -170,6 +171,80 @@ class SharedLoop:
             _open.discard(self)
 
 
+class Block(Protocol):
+    """What ``enter`` needs of an ``AsyncSingleThreadContext``: the lock its
+    exit takes, whether it is still open (``token``), and its loop, which
+    ``enter`` starts or replaces under that lock."""
+
+    _lock: threading.Lock
+    _shared_loop: SharedLoop | None
+
+    @property
+    def token(self) -> object: ...
+
+
+def enter(
+    block: Block, executors: MutableMapping[Any, ThreadPoolExecutor]
+) -> SharedLoop | None:
+    """Count an ``async_to_sync`` call into ``block``'s loop, started by the
+    first one (or the first after an interrupt ended it) on the block's
+    executor in ``executors``; None once the block has exited (or the
+    interpreter is exiting): the call then runs as outside any block."""
+    while True:
+        with block._lock:
+            if block.token is None:
+                return None
+            shared = block._shared_loop
+            if (
+                shared is None
+                or shared.pid != fork.pid
+                or shared.escaped is None
+                or shared.ended
+            ):
+                return _enter_locked(block, shared, executors)
+            ending = shared.finished
+        # An interrupt is ending the loop: a new one can start once it has
+        # (the block's thread runs one loop at a time).
+        wait((ending,))
+
+
+def _enter_locked(
+    block: Block,
+    shared: SharedLoop | None,
+    executors: MutableMapping[Any, ThreadPoolExecutor],
+) -> SharedLoop | None:
+    """``enter``'s work, under the block's lock."""
+    if (
+        shared is not None
+        and shared.ended
+        and not shared.closing
+        and shared.pid == fork.pid
+    ):
+        # Ended from within: whatever it left for no call, this one raises.
+        shared.finalizer.detach()
+        block._shared_loop = None
+        undelivered, shared.undelivered = shared.undelivered, None
+        if undelivered is not None:
+            raise undelivered
+        shared = None
+    if shared is None or shared.pid != fork.pid:  # none yet, or the parent's
+        executor = executors.get(block)
+        if executor is None:
+            executor = ThreadPoolExecutor(max_workers=1)
+            executors[block] = executor
+        shared = SharedLoop(block._lock, _affinity.tag)
+        if not shared.start(executor):
+            return None
+        block._shared_loop = shared
+        # A context dropped without exiting still closes its loop.
+        shared.finalizer = weakref.finalize(block, shared.close)
+        shared.finalizer.atexit = False  # at_exit's job
+    elif shared.closing:
+        return None  # closed at interpreter exit
+    shared.calls += 1
+    return shared
+
+
 def close_all_at_exit() -> None:
     """Refuse new loops, and close every loop still open (at interpreter exit)."""
     global _exiting
@@ -181,10 +256,10 @@ def close_all_at_exit() -> None:
             shared.close()
 
 
-def _forget_the_parents_loops() -> None:
+def _forget_the_parents_shared_loops() -> None:
     global _open_lock
     _open_lock = threading.Lock()
     _open.clear()  # the parent's: not the child's to close
 
 
-after_fork_in_child(_forget_the_parents_loops)
+after_fork_in_child(_forget_the_parents_shared_loops)

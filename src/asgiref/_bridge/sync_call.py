@@ -23,7 +23,9 @@ Guarantees:
 
 Relies on: a ``ThreadPoolExecutor`` worker running any queued object with a
 ``run()`` method, reaching it through ``item.future`` on shutdown (see
-``pool``); ``list.pop()`` being atomic, on free-threaded builds too.
+``pool``); a loop's default executor where ``_compat.LOOP_DEFAULT_EXECUTOR``
+says (elsewhere, calls for it go through ``run_in_executor()``);
+``list.pop()`` being atomic, on free-threaded builds too.
 
 State: each ``SyncCall`` belongs to its call: the caller's task creates and
 awaits it on the loop's thread, one worker runs it, and the outcome is set
@@ -42,6 +44,11 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, NoReturn
 
 from .. import current_thread_executor
+from .._compat import (
+    DEFAULT_EXECUTOR_ATTR,
+    EXECUTOR_SHUTDOWN_CALLED_ATTR,
+    LOOP_DEFAULT_EXECUTOR,
+)
 from ..current_thread_executor import CurrentThreadExecutor
 from ..local import _affinity
 from .hooks import is_original, plain_loop_method
@@ -106,8 +113,8 @@ class SyncCall:
     ) -> None:
         self.loop = loop
         self.owner = owner
-        # None: SyncToAsync's own thread_handler (the owner's class has no
-        # other), called unbound.
+        # None: the owner's class's own thread_handler, bound when the call
+        # runs (see _handler).
         self.handler = handler
         self.func = func
         self.args = args
@@ -190,7 +197,7 @@ class SyncCall:
             return _NO_EXC_INFO
         return type(exception), exception, exception.__traceback__
 
-    def _outcome(
+    def _call_handler(
         self, handler: Callable[..., Any], arguments: tuple[Any, ...]
     ) -> tuple[bool, Any]:
         """Call ``handler(*arguments)`` on this (worker) thread, on the
@@ -220,7 +227,7 @@ class SyncCall:
         __traceback_hide__ = True  # noqa: F841
         if not self._claim():
             return
-        self._report(*self._outcome(self._handler(), self._handler_arguments()))
+        self._report(*self._call_handler(self._handler(), self._handler_arguments()))
 
     def job(self) -> ThreadHandlerJob:
         """What upstream hands to ``loop.run_in_executor()``: ``thread_handler``
@@ -275,7 +282,7 @@ class ThreadHandlerJob(functools.partial[Any]):
         call = self.call
         if not call._claim():
             raise asyncio.CancelledError  # cancelled before it started
-        ok, result = call._outcome(super().__call__, args)
+        ok, result = call._call_handler(super().__call__, args)
         # Report at once, as run() does: the executor's future would reach
         # the loop a turn later.
         call._report(ok, result)
@@ -317,11 +324,14 @@ def start(
                 executor._enqueue(call)
                 return
         elif executor is None:
-            # cpython-private: _default_executor, _executor_shutdown_called
-            default = getattr(loop, "_default_executor", None)
+            default = (
+                getattr(loop, DEFAULT_EXECUTOR_ATTR, None)
+                if LOOP_DEFAULT_EXECUTOR
+                else None
+            )
             if (
                 type(default) is ThreadPoolExecutor
-                and not getattr(loop, "_executor_shutdown_called", True)
+                and not getattr(loop, EXECUTOR_SHUTDOWN_CALLED_ATTR, True)
                 and queue_on_pool(default, call)
             ):
                 return

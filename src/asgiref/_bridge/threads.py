@@ -17,9 +17,9 @@ whichever call starts it (the direct hand-off, ``submit()``, or
 
 Relies on: ``Thread.start()`` taking its copy of the context current at
 that moment; a stdlib pool starting its threads from its
-``_adjust_thread_count`` method (part of ``_compat.POOL_HAND_OFF``; where it
-does not, the pool's thread begins in the context it is first handed work
-in);
+``_adjust_thread_count`` method (part of ``_compat.POOL_HAND_OFF``, which
+gates the override; without it, the pool's first ``submit()`` runs in an
+empty context);
 ``list.pop()`` being atomic, on free-threaded builds too.
 
 State: none.
@@ -30,8 +30,11 @@ from __future__ import annotations
 import contextvars
 import threading
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import cast
+from typing import Any, cast
+
+from .._compat import POOL_HAND_OFF
 
 
 def start_thread(thread: threading.Thread) -> None:
@@ -46,6 +49,16 @@ def one_thread_pool(
     thread begins in an empty context whichever call starts it."""
     pool = kind(max_workers=1)
     pool_ref = weakref.ref(pool)  # no cycle through the pool's own namespace
+    if not POOL_HAND_OFF:
+        # Without the pool's internals: its first submit(), which starts its
+        # thread, runs in an empty context (the work carries what it needs).
+        def submit_first(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+            own = cast(ThreadPoolExecutor, pool_ref())  # alive: this is its method
+            vars(own).pop("submit", None)
+            return contextvars.Context().run(type(own).submit, own, fn, *args, **kwargs)
+
+        vars(pool)["submit"] = submit_first
+        return pool
 
     # cpython-private: _adjust_thread_count (each use below)
     def adjust_thread_count() -> None:

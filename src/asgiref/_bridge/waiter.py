@@ -21,7 +21,8 @@ report only, and ``result()`` raises ``CancelledError`` until one arrives.
 
 Relies on: asyncio's protocol for what a task may await (any object with
 ``_asyncio_future_blocking``, ``get_loop``, ``add_done_callback``,
-``result`` and ``cancel``), as documented with ``asyncio.isfuture``.
+``result`` and ``cancel``), as documented with ``asyncio.isfuture``
+(``_compat.FUTURE_BLOCKING_FLAG``, pinned live).
 
 State: each object belongs to one call. A ``Waiter`` is touched only on its
 loop's thread; an ``Outcome`` is written by the coroutine's thread and read
@@ -52,7 +53,7 @@ class Waiter:
     """
 
     __slots__ = (
-        "_asyncio_future_blocking",
+        "_asyncio_future_blocking",  # cpython-private: _asyncio_future_blocking
         "_cancel_message",
         "_context",
         "_loop",
@@ -69,6 +70,7 @@ class Waiter:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        # cpython-private: _asyncio_future_blocking (each use in this class)
         self._asyncio_future_blocking = False
         self._state = _PENDING
 
