@@ -23,9 +23,12 @@ flagged immutable (``_compat.IMMUTABLE_TYPE_FLAG``), so that their methods
 cannot be replaced in place.
 
 State: ``trace_hook`` is set and cleared by ``asgire.trace`` under its own
-lock, and read by any thread. ``_originals`` only grows, from any thread (a
-dict item assignment is atomic, on free-threaded builds too); the methods in
-it survive fork(), so it is never reset.
+lock, and read by any thread. ``known_originals`` only grows, from any
+thread (a dict item assignment is atomic, on free-threaded builds too); the
+methods in it survive fork(), so it is never reset. The hottest callers
+make the first test of ``is_original`` and ``plain_loop_method`` inline (the
+method is a known original; for a loop, the instance holds no replacement)
+and call them only when it fails.
 """
 
 from __future__ import annotations
@@ -42,17 +45,17 @@ CrossingKind = Literal["sync_to_async", "async_to_sync"]
 trace_hook: Callable[[CrossingKind, Any, Any, bool | None], Any] | None = None
 
 # id -> method, for the originals seen so far; holding them keeps ids unique.
-_originals: dict[int, object] = {}
+known_originals: dict[int, object] = {}
 _BASE_EVENTS_FILE = asyncio.base_events.__file__
 
 
 def is_original(method: object, module_file: str | None) -> bool:
     """Whether ``method`` is the function ``module_file`` defines, unreplaced."""
-    if id(method) in _originals:
+    if id(method) in known_originals:
         return True
     if type(method) is not FunctionType or method.__code__.co_filename != module_file:
         return False
-    _originals[id(method)] = method
+    known_originals[id(method)] = method
     return True
 
 
@@ -63,10 +66,10 @@ def plain_loop_method(loop: asyncio.AbstractEventLoop, name: str) -> bool:
     loop_type = type(loop)
     method = getattr(loop_type, name)
     # The known originals inline: this runs on every crossing.
-    if id(method) not in _originals and not is_original(method, _BASE_EVENTS_FILE):
+    if id(method) not in known_originals and not is_original(method, _BASE_EVENTS_FILE):
         # The class it comes from: every loop class has one, AbstractEventLoop.
         owner = next(k for k in loop_type.__mro__ if name in vars(k))
         if vars(owner)[name] is not method or not owner.__flags__ & IMMUTABLE_TYPE_FLAG:
             return False
-        _originals[id(method)] = method
+        known_originals[id(method)] = method
     return name not in getattr(loop, "__dict__", ())

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._compat import HAS_EVENTFD
-from .hooks import plain_loop_method
+from .hooks import known_originals, plain_loop_method
 from .loop_threads import LoopThreadEventLoop
 
 inboxes: dict[int, weakref.ref[LoopInbox]] = {}
@@ -154,7 +154,15 @@ def call_soon_threadsafe(
     inbox while it has one and the method is not replaced."""
     inbox_ref = inboxes.get(id(loop))
     inbox = None if inbox_ref is None else inbox_ref()
-    if inbox is None or not plain_loop_method(loop, "call_soon_threadsafe"):
-        loop.call_soon_threadsafe(callback, *args)
-    else:
+    if inbox is not None and (
+        # plain_loop_method()'s first test inline (an inbox's loop has a
+        # __dict__): saving the function call matters on this path.
+        (
+            id(type(loop).call_soon_threadsafe) in known_originals
+            and "call_soon_threadsafe" not in loop.__dict__
+        )
+        or plain_loop_method(loop, "call_soon_threadsafe")
+    ):
         inbox.post(loop, callback, args)
+    else:
+        loop.call_soon_threadsafe(callback, *args)

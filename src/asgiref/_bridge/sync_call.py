@@ -51,7 +51,7 @@ from .._compat import (
 )
 from ..current_thread_executor import CurrentThreadExecutor
 from ..local import _affinity
-from .hooks import is_original, plain_loop_method
+from .hooks import is_original, known_originals, plain_loop_method
 from .loop_inbox import call_soon_threadsafe, inboxes, open_inbox
 from .outer_loop import threadlocal
 from .pool import ContextPool, queue_on_pool, unhooked_pool
@@ -312,7 +312,12 @@ def start(
         open_inbox(loop)
     if type(executor) is ContextPool:
         executor.last_call = weakref.ref(call)
-    if plain_loop_method(loop, "run_in_executor"):
+    # plain_loop_method()'s first test inline, for the loops seen before:
+    # saving the function call matters on this path.
+    if (
+        id(type(loop).run_in_executor) in known_originals
+        and "run_in_executor" not in getattr(loop, "__dict__", ())
+    ) or plain_loop_method(loop, "run_in_executor"):
         if type(executor) is CurrentThreadExecutor:
             if is_original(
                 CurrentThreadExecutor.submit, _CURRENT_THREAD_EXECUTOR_FILE
