@@ -46,7 +46,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from .._compat import POOL_HAND_OFF
 from . import request_threads
-from .hooks import is_original
+from .hooks import is_original, known_originals
 from .loop_inbox import call_soon_threadsafe
 from .threads import start_thread
 
@@ -115,10 +115,15 @@ class ContextPool(ThreadPoolExecutor):
 
 def queue_on_pool(pool: ThreadPoolExecutor, item: Any) -> bool:
     """Queue ``item`` on ``pool`` the way ``submit()`` would; False if it can't."""
+    submit = ThreadPoolExecutor.submit
     if (
         not POOL_HAND_OFF
-        or not is_original(ThreadPoolExecutor.submit, _cf_thread.__file__)
-        or "submit" in vars(pool)
+        # is_original()'s first test inline: this runs on every call.
+        or (
+            id(submit) not in known_originals
+            and not is_original(submit, _cf_thread.__file__)
+        )
+        or "submit" in pool.__dict__
     ):
         return False
     # cpython-private: _shutdown_lock, _global_shutdown_lock, _broken, _shutdown

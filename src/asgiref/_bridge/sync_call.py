@@ -319,9 +319,12 @@ def start(
         and "run_in_executor" not in getattr(loop, "__dict__", ())
     ) or plain_loop_method(loop, "run_in_executor"):
         if type(executor) is CurrentThreadExecutor:
-            if is_original(
-                CurrentThreadExecutor.submit, _CURRENT_THREAD_EXECUTOR_FILE
-            ) and "submit" not in vars(executor):
+            submit = CurrentThreadExecutor.submit
+            if (
+                # is_original()'s first test inline: this runs on every call.
+                id(submit) in known_originals
+                or is_original(submit, _CURRENT_THREAD_EXECUTOR_FILE)
+            ) and "submit" not in executor.__dict__:
                 if executor._work_thread is threading.current_thread():
                     # The check submit() makes: that thread is busy running
                     # this very loop, so the call would wait forever.
