@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import thread as cf_thread
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -326,3 +327,26 @@ async def test_a_loop_whose_default_executor_is_unknown_gets_calls_by_submit(
     crossed = sync_to_async(_through_submit, thread_sensitive=False)
     assert await crossed()
     assert await crossed()  # the default pool existing makes no difference
+
+
+async def test_an_unknown_default_executor_is_handed_work_in_the_callers_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Unknown may be a pool the user set, whose submit() reads the context.
+    monkeypatch.setattr(sync_call, "LOOP_DEFAULT_EXECUTOR", False)
+    route: contextvars.ContextVar[str] = contextvars.ContextVar("route")
+    seen: list[str | None] = []
+
+    class Recording(ThreadPoolExecutor):
+        def submit(  # type: ignore[override]
+            self, fn: Callable[..., object], /, *args: object, **kwargs: object
+        ) -> Any:
+            seen.append(route.get(None))
+            return super().submit(fn, *args, **kwargs)
+
+    pool = Recording(max_workers=1)
+    asyncio.get_running_loop().set_default_executor(pool)
+    route.set("request")
+    assert await sync_to_async(abs, thread_sensitive=False)(-1) == 1
+    assert seen == ["request"]
+    pool.shutdown()

@@ -343,7 +343,8 @@ def start(
                 and queue_on_pool(default, call)
             ):
                 return
-            if unhooked_pool(default):
+            # Without the attribute, None means "unknown", not "none yet".
+            if LOOP_DEFAULT_EXECUTOR and unhooked_pool(default):
                 # The pool starts threads in the context it is handed work in
                 # (see threads); only the stdlib's code sees it here.
                 contextvars.Context().run(
