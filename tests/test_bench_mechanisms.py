@@ -102,15 +102,23 @@ def test_instructions_are_counted_once_per_switch_and_workload(
 
 
 @pytest.mark.timeout(60)
-def test_the_clock_is_taken_from_on_off_and_twin_in_turn(
-    mechanisms: ModuleType,
+def test_the_clock_compares_on_with_off_and_an_on_twin(
+    mechanisms: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mechanism = mechanisms.Mechanism("noop", "pass", ("build_a2s",))
+    measure_round = mechanisms.measure_round
+    preludes_seen: list[dict[str, str]] = []
+
+    def recording(*arguments: Any) -> Any:
+        preludes_seen.append(arguments[-1])
+        return measure_round(*arguments)
+
+    monkeypatch.setattr(mechanisms, "measure_round", recording)
+    mechanism = mechanisms.Mechanism("noop", "x = 1", ("build_a2s",), base="y = 2")
     (found,) = mechanisms.measure_clock(
         mechanism, Path(sys.executable), rounds=1, seconds=0.05
     ).values()
+    assert preludes_seen == [{"on": "y = 2", "twin": "y = 2", "off": "y = 2\nx = 1"}]
     assert found.clock > 0
-    assert found.noise >= 0
     assert found.clock_range[0] == found.clock_range[1] == found.clock
 
 

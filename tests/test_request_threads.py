@@ -464,13 +464,16 @@ async def test_the_most_recently_used_thread_is_lent_first_and_the_rest_retire(
         *(in_context(current_thread, barrier.wait) for _ in range(3))
     )
     assert len({run[0] for run in burst}) == 3
+    # Kept busy until the other two have retired, one thread serves all.
     used: set[threading.Thread] = set()
-    deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 10
+    while True:
         used.add((await in_context(current_thread))[0])
+        if request_threads.status().retired == 2:
+            break
+        assert time.monotonic() < deadline, "the idle threads did not retire"
         await asyncio.sleep(0.02)
     assert len(used) == 1
-    wait_for(lambda: request_threads.status().retired == 2)
     assert (used.pop()).is_alive()
 
 
@@ -660,8 +663,12 @@ async def test_a_change_of_settings_serves_waiting_contexts(
     (served,) = await waiting
     assert served is not await holder.done()
     assert request_threads.status().started == 2
-    served.join(0.5)
-    assert served.is_alive() == (change == "raise max_threads")
+    if change == "switch off":
+        served.join(10)
+        assert not served.is_alive()
+    else:
+        assert served.is_alive()
+        assert request_threads.status().idle == 2
 
 
 async def test_lowering_max_threads_retires_threads_over_it_when_given_back(
@@ -765,9 +772,7 @@ def test_idle_request_threads_do_not_hold_up_interpreter_exit(
         "asyncio.run(request())\n"
         "print(request_threads.status().idle)\n"
     )
-    started = time.monotonic()
     assert python_output(script) == ["served", "1"]
-    assert time.monotonic() - started < 30
 
 
 def test_the_module_holds_no_strong_reference_to_lent_threads() -> None:
