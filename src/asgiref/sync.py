@@ -416,24 +416,19 @@ class AsyncToSync(Generic[_P, _R]):
             )
             if main_loop is None:
                 _run_on_loop_thread(awaitable, current_executor, context[0], target)
-            elif shared is None:
-                _run_on_running_loop(
-                    main_loop, awaitable, call_result, current_executor, context[0]
-                )
             else:
+                if shared is not None:
+                    awaitable = _registered(awaitable, current_executor)
                 try:
                     _run_on_running_loop(
-                        main_loop,
-                        _registered(awaitable, current_executor),
-                        call_result,
-                        current_executor,
-                        context[0],
+                        main_loop, awaitable, call_result, current_executor, context[0]
                     )
                 except BaseException:
-                    # No longer waiting: the call stays counted in until the
-                    # coroutine reports (or the loop ends).
-                    waiting = False
-                    call_result.on_report(functools.partial(shared.leave, entered))
+                    if shared is not None:
+                        # No longer waiting: the call stays counted in until
+                        # the coroutine reports (or the loop ends).
+                        waiting = False
+                        call_result.on_report(functools.partial(shared.leave, entered))
                     raise
         finally:
             if shared is not None and waiting:

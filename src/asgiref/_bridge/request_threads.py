@@ -73,6 +73,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .fork import after_fork_in_child
+from .threads import start_thread
 
 _T = TypeVar("_T")
 
@@ -112,12 +113,6 @@ def _check_settings(max_threads: object, idle_timeout: object) -> None:
             f"idle_timeout must be a positive finite number of seconds, "
             f"not {idle_timeout!r}"
         )
-
-
-def _in_empty_context(func: Callable[[], _T]) -> _T:
-    """Call ``func`` in an empty context: a thread it starts inherits nothing
-    (Python 3.14 can start threads in a copy of their starter's context)."""
-    return contextvars.Context().run(func)
 
 
 class _RequestThreads:
@@ -276,7 +271,7 @@ class _RequestThreads:
             self._reaper = threading.Thread(
                 target=self._reap, name=f"{THREAD_NAME}-reaper", daemon=True
             )
-            _in_empty_context(self._reaper.start)
+            start_thread(self._reaper)
         elif wake:
             self._wakeup.notify()
 
@@ -307,8 +302,8 @@ class _RequestThreads:
 
 
 def _start_thread(pool: ThreadPoolExecutor) -> None:
-    """Start ``pool``'s one thread now, in an empty context."""
-    _in_empty_context(lambda: pool.submit(int))
+    """Start ``pool``'s one thread now, in an empty context (see threads)."""
+    contextvars.Context().run(pool.submit, int)
 
 
 def _run_into(
