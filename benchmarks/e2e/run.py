@@ -26,9 +26,10 @@ over rounds, and the median and range over rounds of asgire's requests/s over
 upstream's (higher is better); per job, the median seconds and the ratio
 asgire / upstream (lower is better). Raw figures go to .bench/e2e/last-run.json.
 
---smoke boots the project on this interpreter (which must have Django,
+--smoke is a quick check to make before a long run, or after changing the
+project: it boots the project on this interpreter (which must have Django,
 Uvicorn and asgire) and checks one request per view and the trace's crossing
-counts, by hand (the integration suite no longer runs it).
+counts, without timing anything.
 
 Needs wrk and taskset (Debian: apt-get install wrk util-linux). Exit status:
 0 when every run completed with every response right, 1 otherwise.
@@ -562,12 +563,8 @@ def _wait_for_redis(port: int) -> None:
         time.sleep(0.05)
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def _ratio_cells(ratios: list[float]) -> tuple[str, str]:
-    return f"{_median(ratios):.2f}", f"{min(ratios):.2f}-{max(ratios):.2f}"
+    return f"{statistics.median(ratios):.2f}", f"{min(ratios):.2f}-{max(ratios):.2f}"
 
 
 def report(results: Results, markdown: bool) -> tuple[str, bool]:
@@ -594,12 +591,12 @@ def report(results: Results, markdown: bool) -> tuple[str, bool]:
                 server,
                 f"{name} ({VIEWS[name].what})",
                 str(results.crossings.get(name, "")),
-                f"{_median([r.rps for r in up]):.0f}",
-                f"{_median([r.rps for r in ours]):.0f}",
+                f"{statistics.median([r.rps for r in up]):.0f}",
+                f"{statistics.median([r.rps for r in ours]):.0f}",
                 median,
                 spread,
-                f"{_median([r.p50_ms for r in up]):.2f} / {_median([r.p99_ms for r in up]):.2f}",
-                f"{_median([r.p50_ms for r in ours]):.2f} / {_median([r.p99_ms for r in ours]):.2f}",
+                f"{statistics.median([r.p50_ms for r in up]):.2f} / {statistics.median([r.p99_ms for r in up]):.2f}",
+                f"{statistics.median([r.p50_ms for r in ours]):.2f} / {statistics.median([r.p99_ms for r in ours]):.2f}",
                 str(bad),
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -616,7 +613,7 @@ def report(results: Results, markdown: bool) -> tuple[str, bool]:
             median, spread = _ratio_cells(ratios)
             name = job.replace("-one-loop", " in `AsyncSingleThreadContext`")
             lines.append(
-                f"| {name} | {_median(up):.3f} | {_median(ours):.3f} | {median} | {spread} |"
+                f"| {name} | {statistics.median(up):.3f} | {statistics.median(ours):.3f} | {median} | {spread} |"
             )
     text = "\n".join(lines)
     if not markdown:
