@@ -39,11 +39,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,6 +62,10 @@ CACHE = REPO / ".bench" / "e2e"
 UPSTREAM_VERSION = "3.13.0"
 SIDES = ("upstream", "asgire")
 STARTUP_LIMIT = 60.0
+
+sys.path.append(str(REPO / "tests" / "integration" / "project"))
+# Imported by name: the harness lives with the integration suite.
+harness: Any = importlib.import_module("harness")
 
 
 @dataclass(frozen=True)
@@ -133,12 +137,6 @@ def pinned(cpu: int) -> list[str]:
     if shutil.which("taskset") and (os.cpu_count() or 1) > cpu:
         return ["taskset", "-c", str(cpu)]
     return []
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def find_python(wanted: str) -> str:
@@ -262,7 +260,7 @@ def serving(
 ) -> Generator[Server]:
     """Start ``server`` with the project (on CPU 0 if ``pin``); stop it on
     leaving. ``http`` is Uvicorn's HTTP implementation."""
-    port = free_port()
+    port = harness.free_port()
     log = workdir / f"{server}-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -515,24 +513,20 @@ def combine(slices: list[WrkRun]) -> WrkRun:
 def measure_jobs(
     args: argparse.Namespace, pythons: dict[str, Path], workdir: Path, results: Results
 ) -> None:
-    redis = shutil.which("redis-server")
-    port = free_port()
-    redis_process = None
-    if redis is not None:
-        options = ["--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir)]
-        redis_process = subprocess.Popen(
-            [redis, *options, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_for_redis(port)
+    executable = shutil.which("redis-server")
+    redis = None
+    if executable is not None:
+        try:
+            redis = harness.start_redis(workdir, executable)
+        except RuntimeError as exc:
+            raise BenchError(str(exc)) from None
     try:
         for round_number in range(args.rounds):
             order = SIDES if round_number % 2 == 0 else SIDES[::-1]
             for side in order:
                 command = [str(pythons[side]), str(HERE / "job.py"), str(args.calls)]
-                if redis_process is not None:
-                    command.append(str(port))
+                if redis is not None:
+                    command.append(str(redis.port))
                 done = subprocess.run(
                     command, capture_output=True, text=True, timeout=600, check=False
                 )
@@ -543,24 +537,8 @@ def measure_jobs(
                         seconds
                     )
     finally:
-        if redis_process is not None:
-            redis_process.terminate()
-            redis_process.wait(timeout=30)
-
-
-def _wait_for_redis(port: int) -> None:
-    deadline = time.monotonic() + STARTUP_LIMIT
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(16) == b"+PONG\r\n":
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise BenchError("redis-server did not answer")
-        time.sleep(0.05)
+        if redis is not None:
+            redis.stop()
 
 
 def _ratio_cells(ratios: list[float]) -> tuple[str, str]:
