@@ -45,7 +45,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from asgire.bench import WORKLOADS, format_bytes, format_time
-from asgire.sidebyside import SideBySideError, Worker
+from asgire.sidebyside import (
+    SideBySideError,
+    Worker,
+    _venv_python,
+    build_upstream_with_what_is_at_hand,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "src" / "asgire" / "bench.py"
@@ -199,10 +204,6 @@ class UsageError(CompareError):
     """A request this script cannot satisfy as asked (exit status 2)."""
 
 
-def _venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
 def _holds_upstream(python: Path) -> bool:
     if not python.exists():
         return False
@@ -223,22 +224,6 @@ def interpreter_tag() -> str:
     return f"{sys.implementation.name}{version}{getattr(sys, 'abiflags', '')}"
 
 
-def build_commands(venv: Path, uv: str | None) -> list[list[str]]:
-    """The commands that make ``venv`` with upstream asgiref for this
-    interpreter: with uv where there is one, else with venv and pip."""
-    python = str(_venv_python(venv))
-    requirement = f"asgiref=={UPSTREAM_VERSION}"
-    if uv is not None:
-        return [
-            [uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
-            [uv, "pip", "install", "--quiet", "--python", python, requirement],
-        ]
-    return [
-        [sys.executable, "-m", "venv", str(venv)],
-        [python, "-m", "pip", "install", "--quiet", requirement],
-    ]
-
-
 def upstream_python(rebuild: bool) -> Path:
     """Return an interpreter with upstream asgiref installed, building it if needed."""
     venv = REPO / ".bench" / f"upstream-{UPSTREAM_VERSION}-{interpreter_tag()}"
@@ -247,9 +232,9 @@ def upstream_python(rebuild: bool) -> Path:
         return python
     print(f"building {venv.relative_to(REPO)} ...", file=sys.stderr)
     shutil.rmtree(venv, ignore_errors=True)
-    for command in build_commands(venv, shutil.which("uv")):
-        if subprocess.run(command, check=False).returncode != 0:
-            raise CompareError(f"failed: {' '.join(command)}")
+    build_upstream_with_what_is_at_hand(
+        venv, None, source=None, log=lambda line: print(line, file=sys.stderr)
+    )
     if not _holds_upstream(python):
         raise CompareError(f"{venv} does not provide asgiref {UPSTREAM_VERSION}")
     return python

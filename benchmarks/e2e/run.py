@@ -26,9 +26,10 @@ over rounds, and the median and range over rounds of asgire's requests/s over
 upstream's (higher is better); per job, the median seconds and the ratio
 asgire / upstream (lower is better). Raw figures go to .bench/e2e/last-run.json.
 
---smoke boots the project on this interpreter (which must have Django,
+--smoke is a quick check to make before a long run, or after changing the
+project: it boots the project on this interpreter (which must have Django,
 Uvicorn and asgire) and checks one request per view and the trace's crossing
-counts, by hand (the integration suite no longer runs it).
+counts, without timing anything.
 
 Needs wrk and taskset (Debian: apt-get install wrk util-linux). Exit status:
 0 when every run completed with every response right, 1 otherwise.
@@ -38,11 +39,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +62,10 @@ CACHE = REPO / ".bench" / "e2e"
 UPSTREAM_VERSION = "3.13.0"
 SIDES = ("upstream", "asgire")
 STARTUP_LIMIT = 60.0
+
+sys.path.append(str(REPO / "tests" / "integration" / "project"))
+# Imported by name: the harness lives with the integration suite.
+harness: Any = importlib.import_module("harness")
 
 
 @dataclass(frozen=True)
@@ -132,12 +137,6 @@ def pinned(cpu: int) -> list[str]:
     if shutil.which("taskset") and (os.cpu_count() or 1) > cpu:
         return ["taskset", "-c", str(cpu)]
     return []
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def find_python(wanted: str) -> str:
@@ -261,7 +260,7 @@ def serving(
 ) -> Generator[Server]:
     """Start ``server`` with the project (on CPU 0 if ``pin``); stop it on
     leaving. ``http`` is Uvicorn's HTTP implementation."""
-    port = free_port()
+    port = harness.free_port()
     log = workdir / f"{server}-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -514,24 +513,20 @@ def combine(slices: list[WrkRun]) -> WrkRun:
 def measure_jobs(
     args: argparse.Namespace, pythons: dict[str, Path], workdir: Path, results: Results
 ) -> None:
-    redis = shutil.which("redis-server")
-    port = free_port()
-    redis_process = None
-    if redis is not None:
-        options = ["--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir)]
-        redis_process = subprocess.Popen(
-            [redis, *options, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_for_redis(port)
+    executable = shutil.which("redis-server")
+    redis = None
+    if executable is not None:
+        try:
+            redis = harness.start_redis(workdir, executable)
+        except RuntimeError as exc:
+            raise BenchError(str(exc)) from None
     try:
         for round_number in range(args.rounds):
             order = SIDES if round_number % 2 == 0 else SIDES[::-1]
             for side in order:
                 command = [str(pythons[side]), str(HERE / "job.py"), str(args.calls)]
-                if redis_process is not None:
-                    command.append(str(port))
+                if redis is not None:
+                    command.append(str(redis.port))
                 done = subprocess.run(
                     command, capture_output=True, text=True, timeout=600, check=False
                 )
@@ -542,32 +537,12 @@ def measure_jobs(
                         seconds
                     )
     finally:
-        if redis_process is not None:
-            redis_process.terminate()
-            redis_process.wait(timeout=30)
-
-
-def _wait_for_redis(port: int) -> None:
-    deadline = time.monotonic() + STARTUP_LIMIT
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(16) == b"+PONG\r\n":
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise BenchError("redis-server did not answer")
-        time.sleep(0.05)
-
-
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
+        if redis is not None:
+            redis.stop()
 
 
 def _ratio_cells(ratios: list[float]) -> tuple[str, str]:
-    return f"{_median(ratios):.2f}", f"{min(ratios):.2f}-{max(ratios):.2f}"
+    return f"{statistics.median(ratios):.2f}", f"{min(ratios):.2f}-{max(ratios):.2f}"
 
 
 def report(results: Results, markdown: bool) -> tuple[str, bool]:
@@ -594,12 +569,12 @@ def report(results: Results, markdown: bool) -> tuple[str, bool]:
                 server,
                 f"{name} ({VIEWS[name].what})",
                 str(results.crossings.get(name, "")),
-                f"{_median([r.rps for r in up]):.0f}",
-                f"{_median([r.rps for r in ours]):.0f}",
+                f"{statistics.median([r.rps for r in up]):.0f}",
+                f"{statistics.median([r.rps for r in ours]):.0f}",
                 median,
                 spread,
-                f"{_median([r.p50_ms for r in up]):.2f} / {_median([r.p99_ms for r in up]):.2f}",
-                f"{_median([r.p50_ms for r in ours]):.2f} / {_median([r.p99_ms for r in ours]):.2f}",
+                f"{statistics.median([r.p50_ms for r in up]):.2f} / {statistics.median([r.p99_ms for r in up]):.2f}",
+                f"{statistics.median([r.p50_ms for r in ours]):.2f} / {statistics.median([r.p99_ms for r in ours]):.2f}",
                 str(bad),
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -616,7 +591,7 @@ def report(results: Results, markdown: bool) -> tuple[str, bool]:
             median, spread = _ratio_cells(ratios)
             name = job.replace("-one-loop", " in `AsyncSingleThreadContext`")
             lines.append(
-                f"| {name} | {_median(up):.3f} | {_median(ours):.3f} | {median} | {spread} |"
+                f"| {name} | {statistics.median(up):.3f} | {statistics.median(ours):.3f} | {median} | {spread} |"
             )
     text = "\n".join(lines)
     if not markdown:
